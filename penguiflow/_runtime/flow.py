@@ -1,0 +1,475 @@
+"""``PenguiFlow``: a flow's public face, composed of the engine's collaborators.
+
+It owns no mechanism of its own: wiring comes from ``graph``, accounting from ``traces``,
+events from ``events``, enqueueing from ``enqueue``, routing from ``routing``, workers from
+``worker``, trace-scoped fetching from ``roundtrip`` and tasks from ``tasks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..types import WM, Message, StreamChunk
+from . import constants as c
+from .context import Context, Target
+from .endpoints import OPEN_SEA, ROOKERY, Endpoint
+from .enqueue import Enqueuer, Tagged, trace_of
+from .events import EventSink
+from .graph import wire
+from .roundtrip import Roundtrip
+from .routing import Router, message_output_nodes
+from .tasks import TaskOwner
+from .traces import TraceRegistry
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..bus import MessageBus
+    from ..metrics import FlowEvent
+    from ..node import Node
+    from ..registry import ModelRegistry
+    from ..state import RemoteBinding, StateStore, StoredEvent
+    from .floe import Floe
+
+__all__ = ["PenguiFlow", "create"]
+
+
+class PenguiFlow:
+    """A graph of nodes joined by bounded floes, fed at OpenSea and drained at the Rookery.
+
+    Construction needs no running loop. ``run()`` starts one worker per node; ``stop()``
+    cancels and awaits every task the flow started, discards what is still queued (with a
+    ``floe_drained`` event per floe) and forgets every trace; the flow may then run again.
+
+    Raises:
+        CycleError: the graph has a cycle and ``allow_cycles`` is False.
+        TypeError: an adjacency is not a (Node, Sequence[Node]) pair.
+        ValueError: two distinct nodes share a name.
+    """
+
+    def __init__(
+        self,
+        *adjacencies: tuple[Node, Sequence[Node]],
+        queue_maxsize: int = c.DEFAULT_QUEUE_MAXSIZE,
+        allow_cycles: bool = False,
+        middlewares: Sequence[Any] | None = None,
+        emit_errors_to_rookery: bool = False,
+        state_store: StateStore | None = None,
+        message_bus: MessageBus | None = None,
+    ) -> None:
+        wiring = wire(adjacencies, maxsize=queue_maxsize, allow_cycles=allow_cycles)
+        self._queue_maxsize = queue_maxsize
+        self._allow_cycles = allow_cycles
+        self._emit_errors_to_rookery = emit_errors_to_rookery
+        self._state_store = state_store
+        self._message_bus = message_bus
+        self._nodes: list[Node] = wiring.nodes
+        self._floes: list[Floe] = wiring.floes
+        owners: list[Node | Endpoint] = [*wiring.nodes, OPEN_SEA, ROOKERY]
+        self._contexts: dict[Node | Endpoint, Context] = {
+            owner: Context(owner, self) for owner in owners
+        }
+        for floe in wiring.floes:
+            assert floe.source is not None and floe.target is not None
+            self._contexts[floe.source].add_outgoing_floe(floe)
+            self._contexts[floe.target].add_incoming_floe(floe)
+        self._middlewares: list[Any] = list(middlewares or ())
+        self._traces = TraceRegistry(queue_maxsize)
+        self._events = EventSink(
+            traces=self._traces,
+            middlewares=self._middlewares,
+            store=state_store,
+            maxsize=queue_maxsize,
+        )
+        self._owner = TaskOwner()
+        rookery = self._contexts[ROOKERY]
+        shared = queue_maxsize * max(1, len(rookery._all_in)) if queue_maxsize > 0 else 0
+        self._roundtrip = Roundtrip(rookery, shared)
+        self._enqueuer = Enqueuer(
+            traces=self._traces, roundtrip=self._roundtrip, owner=self._owner, bus=message_bus
+        )
+        self._router = Router(rookery=rookery, enqueuer=self._enqueuer, traces=self._traces)
+        self._workers = [Worker(self, node, self._contexts[node]) for node in self._nodes]
+        self._registry: ModelRegistry | None = None
+        self._message_output_nodes: frozenset[Node] = frozenset()
+        self._running = False
+
+    # -- attributes other code touches ---------------------------------------------------------
+
+    @property
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        """The worker tasks; empty when the flow is not running."""
+        return self._owner.workers
+
+    @property
+    def _trace_events(self) -> dict[str, asyncio.Event]:
+        """Cancel flag per live trace; callers may insert an already-set Event."""
+        return self._traces.flags
+
+    @property
+    def registry(self) -> ModelRegistry | None:
+        """The registry given to ``run()``."""
+        return self._registry
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def run(self, *, registry: ModelRegistry | None = None) -> None:
+        """Start one worker per node on the running loop, synchronously.
+
+        Raises:
+            RuntimeError: the flow is running already, no loop is running, or ``registry``
+                lacks a node whose policy validates.
+        """
+        if self._running:
+            raise RuntimeError(c.ALREADY_RUNNING)
+        asyncio.get_running_loop()
+        self._registry = registry
+        if registry is not None:
+            missing = sorted(
+                node.name or node.node_id
+                for node in self._nodes
+                if node.policy.validate != "none" and not registry.has(node.name or node.node_id)
+            )
+            if missing:
+                raise RuntimeError(
+                    "ModelRegistry is missing entries for nodes requiring validation: "
+                    + ", ".join(missing)
+                )
+        self._message_output_nodes = message_output_nodes(self._nodes, registry)
+        self._running = True
+        for worker in self._workers:
+            worker.task = self._owner.start_worker(
+                worker.run(), name=f"penguiflow:{worker.node.name}"
+            )
+
+    async def stop(self) -> None:
+        """Cancel and await every task of the flow and forget all per-trace state.
+
+        Items still queued are discarded, with a ``floe_drained`` event per floe. Waiting
+        ``fetch(trace_id=...)`` calls raise ``RuntimeError``; capacity waiters are woken.
+        No-op when not running.
+        """
+        if not self._running:
+            return
+        self._running = False
+        await self._owner.shutdown()
+        for worker in self._workers:
+            worker.task = None
+            worker.in_scope = worker.trace_cancel_requested = False
+        leftovers = self._roundtrip.close()
+        await self._drain(leftovers)
+        self._traces.clear()
+        for ctx in self._contexts.values():
+            ctx._stream_seqs.clear()
+
+    async def _drain(self, leftovers: list[Any]) -> None:
+        rookery = self._contexts[ROOKERY]
+        if rookery._buffer:
+            leftovers.extend(rookery._buffer)
+            rookery._buffer.clear()
+        for floe in self._floes:
+            dropped = floe.queue.clear()
+            if dropped:
+                assert floe.target is not None
+                await self._events.emit(
+                    c.FLOE_DRAINED,
+                    self._contexts[floe.target],
+                    None,
+                    extra={"dropped": len(dropped), "source": getattr(floe.source, "name", None)},
+                )
+        if leftovers:
+            await self._events.emit(
+                c.FLOE_DRAINED, rookery, None, extra={"dropped": len(leftovers), "source": None}
+            )
+
+    def _is_running(self) -> bool:
+        return self._running
+
+    def add_middleware(self, middleware: Any) -> None:
+        """Append a middleware; it sees every event from now on."""
+        self._middlewares.append(middleware)
+
+    # -- emit -----------------------------------------------------------------------------------
+
+    def _is_duplicate_wm(self, msg: Any) -> bool:
+        if isinstance(msg, Message) and isinstance(msg.payload, WM):
+            record = self._traces.records.get(msg.trace_id)
+            return record is not None and record.wm_hops == msg.payload.hops
+        return False
+
+    async def _send(self, msg: Any, to: Target) -> int:
+        """Emit through OpenSea; return how many floes received ``msg``."""
+        if self._is_duplicate_wm(msg):
+            return 0
+        opensea = self._contexts[OPEN_SEA]
+        floes = opensea._all_out if to is None else opensea._resolve(to, opensea._outgoing)
+        enqueuer = self._enqueuer
+        for floe in floes:
+            if not enqueuer.try_put(floe, msg):
+                await enqueuer.put(floe, msg)
+        return len(floes)
+
+    async def emit(self, msg: Any, to: Target = None, *, trace_id: str | None = None) -> None:
+        """Feed ``msg`` to the ingress nodes (``to`` selects some), waiting for room.
+
+        With ``trace_id``, starts a roundtrip: the message is stamped with the id and the
+        trace's roundtrip lock is held until ``fetch(trace_id=...)`` returns.
+
+        Raises:
+            RuntimeError: ``trace_id`` is given and the flow is not running.
+            TypeError: ``trace_id`` cannot be stamped on ``msg``.
+            KeyError: ``to`` names a node that is not an ingress node.
+        """
+        if trace_id is None:
+            await self._send(msg, to)
+            return
+        if not self._running:
+            raise RuntimeError(c.NOT_RUNNING)
+        msg = _stamp(msg, trace_id)
+        token = await self._roundtrip.locks.acquire(trace_id)
+        if not self._is_running():  # stop() may have run while we waited
+            self._roundtrip.locks.release(trace_id, token)
+            raise RuntimeError(c.NOT_RUNNING)
+        inbox = self._roundtrip.subscribe(trace_id)
+        inbox.token = token
+        self._roundtrip.start(self._owner)
+        sent = 0
+        try:
+            sent = await self._send(msg, to)
+        finally:
+            if not sent and inbox.fetchers == 0:
+                self._roundtrip.unsubscribe(trace_id)
+
+    def emit_nowait(self, msg: Any, to: Target = None, *, trace_id: str | None = None) -> None:
+        """Feed ``msg`` to the ingress nodes without waiting.
+
+        Raises:
+            asyncio.QueueFull: an ingress floe is full.
+            RuntimeError: ``trace_id`` was given (use ``await emit(..., trace_id=...)``).
+        """
+        if trace_id is not None:
+            raise RuntimeError(c.EMIT_NOWAIT_TRACE)
+        if self._is_duplicate_wm(msg):
+            return
+        self._contexts[OPEN_SEA].emit_nowait(msg, to)
+
+    async def emit_chunk(
+        self,
+        *,
+        parent: Message,
+        text: str,
+        stream_id: str | None = None,
+        seq: int | None = None,
+        done: bool = False,
+        meta: dict[str, Any] | None = None,
+        to: Target = None,
+    ) -> StreamChunk:
+        """Emit a stream chunk into the flow from OpenSea; see ``Context.emit_chunk``."""
+        return await self._contexts[OPEN_SEA].emit_chunk(
+            parent=parent, text=text, stream_id=stream_id, seq=seq, done=done, meta=meta, to=to
+        )
+
+    # -- fetch ----------------------------------------------------------------------------------
+
+    async def fetch(self, from_: Target = None, *, trace_id: str | None = None) -> Any:
+        """Wait for the next Rookery item and return it as it is.
+
+        With ``trace_id``, wait for the next item of that trace only.
+
+        Raises:
+            RuntimeError: ``trace_id`` combined with ``from_``; ``from_`` once trace-scoped
+                fetching is on; or the flow stopped while a trace-scoped fetch waited.
+            TraceCancelled: the trace was cancelled while a trace-scoped fetch waited.
+        """
+        roundtrip = self._roundtrip
+        if trace_id is not None:
+            if from_ is not None:
+                raise RuntimeError(c.FETCH_TRACE_FROM)
+            return await self._fetch_trace(trace_id)
+        if roundtrip.active:
+            if from_ is not None:
+                raise RuntimeError(c.FETCH_FROM_DISPATCH)
+            item = await roundtrip.shared.get()
+        else:
+            item = await self._contexts[ROOKERY].fetch(from_)
+        return await self._finish(item)
+
+    async def _fetch_trace(self, trace_id: str) -> Any:
+        roundtrip = self._roundtrip
+        inbox = roundtrip.subscribe(trace_id)
+        roundtrip.start(self._owner)
+        inbox.fetchers += 1
+        try:
+            item = await inbox.queue.get()
+        finally:
+            inbox.fetchers -= 1
+            if inbox.fetchers == 0 and roundtrip.inboxes.get(trace_id) is inbox:
+                roundtrip.unsubscribe(trace_id)
+        return await self._finish(item)
+
+    async def _finish(self, item: Any) -> Any:
+        trace_id = trace_of(item)
+        if trace_id is not None and self._traces.finalize(trace_id):
+            await self._announce_cancel_finish(trace_id)
+        return item.item if isinstance(item, Tagged) else item
+
+    async def fetch_any(self, from_: Target = None, *, trace_id: str | None = None) -> Any:
+        """Alias of ``fetch``."""
+        return await self.fetch(from_, trace_id=trace_id)
+
+    # -- cancellation -----------------------------------------------------------------------------
+
+    async def cancel(self, trace_id: str) -> bool:
+        """Cancel one trace; other traces carry on.
+
+        Drops the trace's queued items, cancels its running invocations and its registered
+        tasks, and fails its waiting trace-scoped fetch.
+
+        Returns:
+            False if the trace has nothing pending or running, else True.
+
+        Raises:
+            RuntimeError: the flow is not running.
+        """
+        if not self._running:
+            raise RuntimeError(c.NOT_RUNNING)
+        traces = self._traces
+        record = traces.records.get(trace_id)
+        if record is None or (record.pending <= 0 and record.inflight <= 0):
+            return False
+        traces.ensure_flag(trace_id).set()
+        if not record.cancel_announced:
+            record.cancel_announced = True
+            opensea = self._contexts[OPEN_SEA]
+            await self._events.emit(
+                c.TRACE_CANCEL_START, opensea, trace_id, extra={"pending": record.pending}
+            )
+        finished = False
+        for _item in self._purge(trace_id):
+            finished = traces.finalize(trace_id) or finished
+        for worker in self._workers:
+            worker.cancel_trace(trace_id)
+        self._owner.cancel_trace(trace_id)
+        if finished:
+            await self._announce_cancel_finish(trace_id)
+        return True
+
+    def _purge(self, trace_id: str) -> list[Any]:
+        def of_trace(item: Any) -> bool:
+            return trace_of(item) == trace_id
+
+        purged: list[Any] = []
+        for floe in self._floes:
+            purged.extend(floe.queue.remove_where(of_trace))
+        rookery = self._contexts[ROOKERY]
+        if rookery._buffer:
+            kept = [item for item in rookery._buffer if not of_trace(item)]
+            purged.extend(item for item in rookery._buffer if of_trace(item))
+            rookery._buffer.clear()
+            rookery._buffer.extend(kept)
+        purged.extend(self._roundtrip.cancel(trace_id))
+        return purged
+
+    async def _announce_cancel_finish(self, trace_id: str) -> None:
+        await self._events.emit(c.TRACE_CANCEL_FINISH, self._contexts[ROOKERY], trace_id)
+
+    # -- state store, bus, misc -------------------------------------------------------------------
+
+    async def load_history(self, trace_id: str) -> Sequence[StoredEvent]:
+        """Return the stored events of a trace.
+
+        Raises:
+            RuntimeError: the flow has no state store.
+        """
+        if self._state_store is None:
+            raise RuntimeError(c.NO_STATE_STORE)
+        return await self._state_store.load_history(trace_id)
+
+    async def save_remote_binding(self, binding: RemoteBinding) -> None:
+        """Save a remote binding to the store; no-op without one; store errors are logged."""
+        if self._state_store is None:
+            return
+        try:
+            await self._state_store.save_remote_binding(binding)
+        except Exception as error:
+            c.logger.exception(
+                "state_store_binding_failed",
+                extra={
+                    "event": "state_store_binding_failed",
+                    "trace_id": binding.trace_id,
+                    "exception": repr(error),
+                },
+            )
+
+    async def record_remote_event(
+        self,
+        *,
+        event: str,
+        node: Node,
+        context: Context,
+        trace_id: str | None,
+        latency_ms: float | None,
+        level: int = logging.INFO,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Emit a custom event about ``node`` (attempt 0) to logs, store and middlewares."""
+        if not self._events.wants(level):
+            return
+        built = self._events.build(event, context, trace_id, latency_ms=latency_ms, extra=extra)
+        if context.owner is not node:
+            built = _with_owner(built, node)
+        await self._events.dispatch(built, level)
+
+    def ensure_trace_event(self, trace_id: str) -> asyncio.Event:
+        """Return the cancel flag of ``trace_id``, creating it if needed."""
+        return self._traces.ensure_flag(trace_id)
+
+    def register_external_task(self, trace_id: str | None, task: asyncio.Task[Any]) -> None:
+        """Track ``task`` for ``trace_id`` until it is done.
+
+        Cancelling the trace or stopping the flow cancels it. A None trace id is ignored.
+        """
+        if trace_id is None:
+            return
+        self._owner.adopt(trace_id, task)
+
+    def _residue(self) -> dict[str, int]:
+        """Counts of everything that must be empty once the flow has stopped (for tests)."""
+        return {
+            "traces": len(self._traces.records),
+            "trace_events": len(self._traces.flags),
+            "queued": sum(floe.queue.qsize() for floe in self._floes),
+            "rookery_buffer": len(self._contexts[ROOKERY]._buffer),
+            "inboxes": len(self._roundtrip.inboxes),
+            "shared": self._roundtrip.shared.qsize(),
+            "locks": len(self._roundtrip.locks),
+            "workers": len(self._owner.workers),
+            "helpers": len(self._owner.helpers),
+            "publishes": len(self._owner.publishes),
+            "external": len(self._owner.external),
+            "stream_counters": sum(len(x._stream_seqs) for x in self._contexts.values()),
+        }
+
+
+def _with_owner(event: FlowEvent, node: Node) -> FlowEvent:
+    import dataclasses
+
+    return dataclasses.replace(event, node_name=node.name, node_id=node.node_id)
+
+
+def _stamp(msg: Any, trace_id: str) -> Any:
+    if isinstance(msg, Message):
+        return msg if msg.trace_id == trace_id else msg.model_copy(update={"trace_id": trace_id})
+    try:
+        msg.trace_id = trace_id
+    except (AttributeError, TypeError) as exc:
+        raise TypeError(c.EMIT_TRACE_TYPE) from exc
+    return msg
+
+
+def create(*adjacencies: tuple[Node, Sequence[Node]], **kwargs: Any) -> PenguiFlow:
+    """Build a ``PenguiFlow``; same arguments as its constructor."""
+    return PenguiFlow(*adjacencies, **kwargs)

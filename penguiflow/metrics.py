@@ -1,0 +1,122 @@
+"""``FlowEvent``: the one record every observer of a flow receives."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["FlowEvent"]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEvent:
+    """Something that happened in a flow: a node attempt, a retry, a cancellation...
+
+    Built only when something observes it (an enabled log level, a middleware, a state store).
+    """
+
+    event_type: str
+    """What happened, e.g. ``node_start`` or ``trace_cancel_start``."""
+    ts: float
+    """Wall-clock time (epoch seconds)."""
+    node_name: str | None
+    """The node's or endpoint's name."""
+    node_id: str | None
+    """The node's id, or the endpoint's name."""
+    trace_id: str | None
+    """The trace concerned, if any."""
+    attempt: int
+    """The attempt number, from 0."""
+    latency_ms: float | None
+    """Elapsed time of the attempt, where it applies."""
+    queue_depth_in: int
+    """Items waiting on the node's incoming floes."""
+    queue_depth_out: int
+    """Items waiting on the node's outgoing floes."""
+    outgoing_edges: int
+    """Number of outgoing floes."""
+    queue_maxsize: int
+    """The flow's floe capacity."""
+    trace_pending: int | None
+    """Items of the trace still pending, or None when the event has no trace."""
+    trace_inflight: int
+    """Invocations of the trace running now."""
+    trace_cancelled: bool
+    """Whether the trace is cancelled."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Event-specific facts, read-only."""
+
+    def __post_init__(self) -> None:
+        # Frozen: a copy behind a read-only proxy, so no caller can mutate what observers see.
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    @property
+    def error_payload(self) -> Mapping[str, Any] | None:
+        """The ``flow_error`` entry of ``extra`` as a read-only copy, if it is a mapping."""
+        payload = self.extra.get("flow_error")
+        if isinstance(payload, Mapping):
+            return MappingProxyType(dict(payload))
+        return None
+
+    @property
+    def queue_depth(self) -> int:
+        """Incoming plus outgoing depth."""
+        return self.queue_depth_in + self.queue_depth_out
+
+    def to_payload(self) -> dict[str, Any]:
+        """Return a fresh dict for logs and stores; ``extra`` is merged last."""
+        payload: dict[str, Any] = {
+            "ts": self.ts,
+            "event": self.event_type,
+            "node_name": self.node_name,
+            "node_id": self.node_id,
+            "trace_id": self.trace_id,
+            "latency_ms": self.latency_ms,
+            "q_depth_in": self.queue_depth_in,
+            "q_depth_out": self.queue_depth_out,
+            "q_depth_total": self.queue_depth,
+            "outgoing": self.outgoing_edges,
+            "queue_maxsize": self.queue_maxsize,
+            "attempt": self.attempt,
+            "trace_inflight": self.trace_inflight,
+            "trace_cancelled": self.trace_cancelled,
+        }
+        if self.trace_pending is not None:
+            payload["trace_pending"] = self.trace_pending
+        payload.update(self.extra)
+        return payload
+
+    def metric_samples(self) -> dict[str, float]:
+        """Return the numeric facts of the event as floats."""
+        samples = {
+            "queue_depth_in": float(self.queue_depth_in),
+            "queue_depth_out": float(self.queue_depth_out),
+            "queue_depth_total": float(self.queue_depth),
+            "attempt": float(self.attempt),
+            "trace_inflight": float(self.trace_inflight),
+            "trace_cancelled": 1.0 if self.trace_cancelled else 0.0,
+        }
+        if self.trace_pending is not None:
+            samples["trace_pending"] = float(self.trace_pending)
+        if self.latency_ms is not None:
+            samples["latency_ms"] = float(self.latency_ms)
+        override = self.extra.get("latency_ms")
+        if override is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                samples["latency_ms"] = float(override)
+        return samples
+
+    def tag_values(self) -> dict[str, str]:
+        """Return the event's labels as strings, for metric tags."""
+        tags = {"event_type": self.event_type}
+        for key in ("node_name", "node_id", "trace_id"):
+            value = getattr(self, key)
+            if value is not None:
+                tags[key] = str(value)
+        for key, value in self.extra.items():
+            if isinstance(value, str | int | float | bool):
+                tags[key] = str(value)
+        return tags

@@ -1,0 +1,152 @@
+"""Nodes: async functions wrapped with a name, an identity and an execution policy."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .registry import ModelRegistry
+
+__all__ = ["Node", "NodeFunc", "NodePolicy"]
+
+#: The shape of a node function: ``async def fn(message, ctx)``. Messages are user data, so
+#: they enter as ``Any``.
+NodeFunc = Callable[[Any, Any], Awaitable[Any]]
+
+_VALIDATE_MODES = ("both", "in", "out", "none")
+
+
+def _check_non_negative(name: str, value: float | None, *, allow_zero: bool = True) -> None:
+    if value is None:
+        return
+    bad = (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or math.isnan(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    )
+    if bad:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"NodePolicy.{name} must be a number {bound}, got {value!r}")
+
+
+@dataclass(slots=True)
+class NodePolicy:
+    """How the runtime calls a node: validation, per-attempt timeout and retries.
+
+    The delay before retry ``n`` (1-based) is ``backoff_base * backoff_mult ** (n - 1)``,
+    capped by ``max_backoff`` when set.
+
+    Raises:
+        ValueError: ``validate`` is not one of ``both``, ``in``, ``out``, ``none``; or a timeout,
+            retry count or backoff value is negative (or the timeout is zero).
+    """
+
+    validate: str = "both"
+    """Which side to validate with the registry's adapters: ``both``, ``in``, ``out``, ``none``."""
+    timeout_s: float | None = None
+    """Seconds one attempt may take; None for no limit."""
+    max_retries: int = 0
+    """How many times a failed attempt is tried again."""
+    backoff_base: float = 0.5
+    """Seconds before the first retry."""
+    backoff_mult: float = 2.0
+    """Factor applied to the delay for each further retry."""
+    max_backoff: float | None = None
+    """Upper bound of any one delay; None for no bound."""
+
+    def __post_init__(self) -> None:
+        if self.validate not in _VALIDATE_MODES:
+            raise ValueError("validate must be one of 'both', 'in', 'out', 'none'")
+        _check_non_negative("timeout_s", self.timeout_s, allow_zero=False)
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise ValueError(
+                f"NodePolicy.max_retries must be an int >= 0, got {self.max_retries!r}"
+            )
+        _check_non_negative("max_retries", self.max_retries)
+        _check_non_negative("backoff_base", self.backoff_base)
+        _check_non_negative("backoff_mult", self.backoff_mult)
+        _check_non_negative("max_backoff", self.max_backoff)
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Return the sleep before ``attempt`` (1 for the first retry)."""
+        delay = self.backoff_base * self.backoff_mult ** (attempt - 1)
+        if self.max_backoff is not None:
+            delay = min(delay, self.max_backoff)
+        return float(delay)
+
+
+def _new_node_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class Node:
+    """An async function in a flow.
+
+    A node equals only itself (its ``node_id`` is unique), so nodes serve as dict keys.
+
+    Raises:
+        TypeError: ``func`` is not declared with ``async def``.
+        ValueError: ``func`` does not take exactly two positional parameters (message, ctx).
+    """
+
+    func: NodeFunc
+    """The wrapped ``async def fn(message, ctx)``."""
+    name: str | None = None
+    """The node's name; defaults to ``func.__name__``."""
+    policy: NodePolicy = field(default_factory=NodePolicy)
+    """Validation, timeout and retry settings."""
+    allow_cycle: bool = False
+    """Whether this node may send to itself (a controller loop)."""
+    node_id: str = field(init=False, default_factory=_new_node_id)
+    """A unique id, fresh for every node."""
+
+    def __post_init__(self) -> None:
+        if not inspect.iscoroutinefunction(self.func):
+            raise TypeError("Node function must be declared with async def")
+        if self.name is None:
+            self.name = getattr(self.func, "__name__", None) or self.node_id
+        params = list(inspect.signature(self.func).parameters.values())
+        if len(params) != 2:
+            raise ValueError(
+                f"Node '{self.name}' must accept exactly two parameters (message, ctx); "
+                f"got {len(params)}"
+            )
+        if params[1].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            raise ValueError("Context parameter must be positional")
+
+    def __hash__(self) -> int:
+        return hash(self.node_id)
+
+    def to(self, *nodes: Node) -> tuple[Node, tuple[Node, ...]]:
+        """Declare this node's successors: ``a.to(b, c)``; ``a.to()`` declares none."""
+        return self, nodes
+
+    async def invoke(self, message: Any, ctx: Any, *, registry: ModelRegistry | None) -> Any:
+        """Call the node once, validating per policy against ``registry``.
+
+        Raises:
+            KeyError: validation is on and the node is not in ``registry``.
+            pydantic.ValidationError: the input or output does not fit its model.
+        """
+        validate = self.policy.validate
+        if registry is None or validate == "none":
+            return await self.func(message, ctx)
+        in_adapter, out_adapter = registry.adapters(self.name or self.node_id)
+        value = in_adapter.validate_python(message) if validate in ("in", "both") else message
+        result = await self.func(value, ctx)
+        if result is None:
+            return None
+        if validate in ("out", "both"):
+            return out_adapter.validate_python(result)
+        return result

@@ -221,7 +221,8 @@ class Context:
         if not floes:
             raise RuntimeError(NO_INCOMING)
         if len(floes) == 1:
-            return await floes[0].queue.get()
+            queue = floes[0].queue
+            return queue.get_nowait() if queue._queue else await queue.get()
         return await self._take_any(floes)
 
     async def fetch_any(self, from_: Target = None) -> Any:

@@ -84,7 +84,7 @@ class Enqueuer:
     def try_put(self, floe: Floe, item: Any) -> bool:
         """Enqueue without waiting if there is room and no bus; return whether it did."""
         queue = floe.queue
-        if self.bus is not None or queue.full():
+        if self.bus is not None or 0 < queue._maxsize <= len(queue._queue):
             return False
         item, trace_id = self._prepare(floe, item)
         queue.put_nowait(item)

@@ -1,10 +1,12 @@
 """One message through one node: attempts, timeouts, retries and the error boundary.
 
-A final failure becomes a ``FlowError``.
+A final failure becomes a ``FlowError``. Only the node call, the routing of its result and the
+backoff sleep are *trace-cancellable* (see ``worker``): they run with ``worker.in_scope`` set.
+Event dispatch runs outside that scope, so a trace cancel never interrupts a middleware or a
+store write.
 
-Only the node call, the routing of its result and the backoff sleep are *trace-cancellable*
-(see ``worker``): they run with ``worker.in_scope`` set. Event dispatch runs outside that scope,
-so a trace cancel never interrupts a middleware or a store write.
+Hot path: with nothing observing events, an attempt is the node call plus the routing of its
+result, inline in this coroutine; plain results go straight onto the outgoing floes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FlowError, FlowErrorCode
-from ..types import Message
+from ..types import WM, FinalAnswer, Message
 from .constants import (
     NODE_ERROR,
     NODE_FAILED,
@@ -27,9 +29,6 @@ from .constants import (
 from .routing import warn_if_not_message
 
 if TYPE_CHECKING:
-    from ..node import Node
-    from .context import Context
-    from .flow import PenguiFlow
     from .worker import Worker
 
 __all__ = ["execute"]
@@ -51,9 +50,14 @@ async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
     policy = node.policy
     sink = flow._events
     traces = flow._traces
+    enqueuer = flow._enqueuer
+    registry = flow._registry
+    direct = registry is None or policy.validate == "none"
+    timeout_s = policy.timeout_s
     attempt = 0
     while True:
-        if trace_id is not None and traces.is_cancelled(trace_id):
+        # The worker checked the trace before the first attempt; retries check again.
+        if attempt and trace_id is not None and traces.is_cancelled(trace_id):
             return True
         if sink.wants(_DEBUG):
             await sink.emit(NODE_START, ctx, trace_id, attempt=attempt, latency_ms=0.0)
@@ -63,7 +67,23 @@ async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
         started = time.perf_counter()
         worker.in_scope = True
         try:
-            await _attempt(flow, node, ctx, item, policy.timeout_s)
+            if timeout_s is not None:
+                async with asyncio.timeout(timeout_s):
+                    result = await node.invoke(item, ctx, registry=registry)
+            elif direct:
+                result = await node.func(item, ctx)
+            else:
+                result = await node.invoke(item, ctx, registry=registry)
+            if result is not None:
+                if worker.warn_non_message and not isinstance(result, Message):
+                    warn_if_not_message(node, result)
+                payload = result.payload if isinstance(result, Message) else None
+                if isinstance(payload, WM | FinalAnswer):
+                    await flow._router.route(node, ctx, item, result)
+                else:
+                    for floe in ctx._all_out:
+                        if not enqueuer.try_put(floe, result):
+                            await enqueuer.put(floe, result)
         except Exception as exc:
             error: Exception = exc
         else:
@@ -74,9 +94,8 @@ async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
         finally:
             worker.in_scope = False
         latency = (time.perf_counter() - started) * 1000.0
-        timed_out = isinstance(error, TimeoutError)
         await sink.emit(
-            NODE_TIMEOUT if timed_out else NODE_ERROR,
+            NODE_TIMEOUT if isinstance(error, TimeoutError) else NODE_ERROR,
             ctx,
             trace_id,
             attempt=attempt,
@@ -85,7 +104,7 @@ async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
             exc=error,
         )
         if attempt >= policy.max_retries:
-            await _fail(worker, item, trace_id, error, attempt, latency)
+            await _fail(worker, trace_id, error, attempt, latency)
             return False
         attempt += 1
         delay = policy.backoff_delay(attempt)
@@ -103,32 +122,8 @@ async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
             worker.in_scope = False
 
 
-async def _attempt(
-    flow: PenguiFlow, node: Node, ctx: Context, item: Any, timeout_s: float | None
-) -> None:
-    registry = flow._registry
-    if timeout_s is None:
-        if registry is None or node.policy.validate == "none":
-            result = await node.func(item, ctx)
-        else:
-            result = await node.invoke(item, ctx, registry=registry)
-    else:
-        async with asyncio.timeout(timeout_s):
-            result = await node.invoke(item, ctx, registry=registry)
-    if result is None:
-        return
-    if node in flow._message_output_nodes and not isinstance(result, Message):
-        warn_if_not_message(node, result)
-    await flow._router.route(node, ctx, item, result)
-
-
 async def _fail(
-    worker: Worker,
-    item: Any,
-    trace_id: str | None,
-    error: Exception,
-    attempt: int,
-    latency: float,
+    worker: Worker, trace_id: str | None, error: Exception, attempt: int, latency: float
 ) -> None:
     flow, node = worker.flow, worker.node
     name = node.name

@@ -77,16 +77,48 @@ class FloeQueue(asyncio.Queue[Any]):
     _unfinished_tasks: int
     _finished: asyncio.Event
     _wakeup_next: Callable[[deque[asyncio.Future[None]]], None]
+    _maxsize: int
 
     def __init__(self, maxsize: int = 0) -> None:
         super().__init__(maxsize)
         self.listener: Callable[[], None] | None = None
 
-    def _put(self, item: Any) -> None:
-        self._queue.append(item)
+    # The two methods below do what asyncio.Queue's do (``put()``/``get()`` call them too),
+    # minus a few method calls, since they run for every message at every hop; ``put_nowait``
+    # also notifies the consumer's ready-signal.
+
+    def put_nowait(self, item: Any) -> None:
+        """Put ``item`` without blocking.
+
+        Raises:
+            asyncio.QueueFull: the queue is full.
+        """
+        queue = self._queue
+        if 0 < self._maxsize <= len(queue):
+            raise asyncio.QueueFull
+        queue.append(item)
         listener = self.listener
         if listener is not None:
             listener()
+        if not self._unfinished_tasks:
+            self._finished.clear()
+        self._unfinished_tasks += 1
+        if self._getters:
+            self._wakeup_next(self._getters)
+
+    def get_nowait(self) -> Any:
+        """Take the oldest item without blocking.
+
+        Raises:
+            asyncio.QueueEmpty: the queue is empty.
+        """
+        queue = self._queue
+        if not queue:
+            raise asyncio.QueueEmpty
+        item = queue.popleft()
+        if self._putters:
+            self._wakeup_next(self._putters)
+        return item
 
     def remove_where(self, predicate: Callable[[Any], bool]) -> list[Any]:
         """Remove and return every queued item for which ``predicate`` is true.

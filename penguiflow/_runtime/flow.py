@@ -94,7 +94,6 @@ class PenguiFlow:
         self._router = Router(rookery=rookery, enqueuer=self._enqueuer, traces=self._traces)
         self._workers = [Worker(self, node, self._contexts[node]) for node in self._nodes]
         self._registry: ModelRegistry | None = None
-        self._message_output_nodes: frozenset[Node] = frozenset()
         self._running = False
 
     # -- attributes other code touches ---------------------------------------------------------
@@ -138,9 +137,10 @@ class PenguiFlow:
                     "ModelRegistry is missing entries for nodes requiring validation: "
                     + ", ".join(missing)
                 )
-        self._message_output_nodes = message_output_nodes(self._nodes, registry)
+        warned = message_output_nodes(self._nodes, registry)
         self._running = True
         for worker in self._workers:
+            worker.warn_non_message = worker.node in warned
             worker.task = self._owner.start_worker(
                 worker.run(), name=f"penguiflow:{worker.node.name}"
             )
@@ -295,7 +295,10 @@ class PenguiFlow:
             item = await roundtrip.shared.get()
         else:
             item = await self._contexts[ROOKERY].fetch(from_)
-        return await self._finish(item)
+        trace_id = trace_of(item)
+        if trace_id is not None and self._traces.finalize(trace_id):
+            await self._announce_cancel_finish(trace_id)
+        return item.item if isinstance(item, Tagged) else item
 
     async def _fetch_trace(self, trace_id: str) -> Any:
         roundtrip = self._roundtrip

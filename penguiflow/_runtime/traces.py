@@ -46,10 +46,12 @@ class TraceRegistry:
             insert an already-set ``asyncio.Event`` to mark a trace cancelled.
     """
 
-    __slots__ = ("flags", "maxsize", "records")
+    __slots__ = ("flags", "generation", "maxsize", "records")
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
+        self.generation = 0
+        """Bumped by ``clear``, so that waiters can tell a stop from a release."""
         self.records: dict[str, TraceRecord] = {}
         self.flags: dict[str, asyncio.Event] = {}
 
@@ -123,10 +125,18 @@ class TraceRegistry:
         """Wait while ``max(pending(key) - offset, 0) >= maxsize``; never if unbounded.
 
         Cancellation leaves no waiter behind.
+
+        Raises:
+            RuntimeError: the flow stopped while waiting.
         """
         if self.maxsize <= 0:
             return
+        generation = self.generation
         while True:
+            if self.generation != generation:
+                raise RuntimeError(
+                    f"PenguiFlow stopped while a chunk of stream {key!r} waited for capacity"
+                )
             record = self.records.get(key)
             if record is None or max(record.pending - offset, 0) < self.maxsize:
                 return
@@ -150,6 +160,7 @@ class TraceRegistry:
                 _wake(record)
         self.records.clear()
         self.flags.clear()
+        self.generation += 1
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.records)

@@ -40,7 +40,16 @@ __all__ = ["Worker"]
 class Worker:
     """Runs one node: takes items FIFO from its incoming floes and processes them one by one."""
 
-    __slots__ = ("ctx", "flow", "in_scope", "node", "task", "trace_cancel_requested", "trace_id")
+    __slots__ = (
+        "ctx",
+        "flow",
+        "in_scope",
+        "node",
+        "task",
+        "trace_cancel_requested",
+        "trace_id",
+        "warn_non_message",
+    )
 
     def __init__(self, flow: PenguiFlow, node: Node, ctx: Context) -> None:
         self.flow = flow
@@ -52,6 +61,8 @@ class Worker:
         self.in_scope = False
         """Whether the worker is in the trace-cancellable part of processing."""
         self.trace_cancel_requested = False
+        self.warn_non_message = False
+        """Whether the registry declares Message outputs for this node (set by ``run``)."""
 
     def cancel_trace(self, trace_id: str) -> bool:
         """Cancel the running invocation if it serves ``trace_id``; return whether it did."""
@@ -70,9 +81,15 @@ class Worker:
     async def run(self) -> None:
         """Process items until cancelled; emits ``node_cancelled`` on the way out."""
         ctx = self.ctx
+        floes = ctx._all_in
+        single = floes[0].queue if len(floes) == 1 else None
         try:
             while True:
-                item = await ctx._next()
+                # Fast path: take a queued item without the coroutine round of fetch.
+                if single is not None and single._queue and not ctx._buffer:
+                    item = single.get_nowait()
+                else:
+                    item = await ctx._next()
                 try:
                     await self._process(item)
                 except Exception as exc:
@@ -94,31 +111,28 @@ class Worker:
             await self._skip_expired(item, trace_id)
         elif trace_id is not None and flow._traces.is_cancelled(trace_id):
             await flow._events.emit(TRACE_CANCEL_DROP, self.ctx, trace_id)
-        elif await self._execute(item, trace_id):
-            await flow._events.emit(NODE_TRACE_CANCELLED, self.ctx, trace_id)
+        else:
+            record = flow._traces.records.get(trace_id) if trace_id is not None else None
+            if record is not None:
+                record.inflight += 1
+            try:
+                cancelled = await execute(self, item, trace_id)
+            except asyncio.CancelledError:
+                if not self._consume_trace_cancel():
+                    raise
+                cancelled = True
+            finally:
+                if record is not None:
+                    record.inflight -= 1
+            if self.trace_cancel_requested:
+                # The node swallowed the CancelledError meant for its trace.
+                self._consume_trace_cancel()
+                cancelled = True
+            if cancelled:
+                await flow._events.emit(NODE_TRACE_CANCELLED, self.ctx, trace_id)
         self.trace_id = None
         if trace_id is not None and flow._traces.finalize(trace_id):
             await flow._announce_cancel_finish(trace_id)
-
-    async def _execute(self, item: Any, trace_id: str | None) -> bool:
-        """Execute within the trace-cancel scope; return True if the trace was cancelled."""
-        record = self.flow._traces.records.get(trace_id) if trace_id is not None else None
-        if record is not None:
-            record.inflight += 1
-        try:
-            cancelled = await execute(self, item, trace_id)
-        except asyncio.CancelledError:
-            if not self._consume_trace_cancel():
-                raise
-            cancelled = True
-        finally:
-            if record is not None:
-                record.inflight -= 1
-        if self.trace_cancel_requested:
-            # The node swallowed the CancelledError meant for its trace.
-            self._consume_trace_cancel()
-            cancelled = True
-        return cancelled
 
     def _consume_trace_cancel(self) -> bool:
         if not self.trace_cancel_requested:

@@ -17,7 +17,6 @@ import asyncio
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from penguiflow import Headers, Message, Node, NodePolicy, create
@@ -117,13 +116,6 @@ async def one_at_a_time(chain: Chain, messages: list[Message]) -> float:
     elapsed = time.perf_counter() - started
     await chain.stop()
     return elapsed / len(messages) * 1e6
-
-
-async def median_of(
-    rounds: int, make: Callable[[], Chain], run: Callable[[Chain], Awaitable[float]]
-) -> float:
-    samples = [await run(make()) for _ in range(rounds)]
-    return statistics.median(samples)
 
 
 async def main(messages: int, roundtrips: int, rounds: int) -> dict[str, float]:

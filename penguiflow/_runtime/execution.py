@@ -29,6 +29,7 @@ from .constants import (
 from .routing import warn_if_not_message
 
 if TYPE_CHECKING:
+    from .enqueue import Enqueuer
     from .worker import Worker
 
 __all__ = ["execute"]
@@ -52,38 +53,26 @@ async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
     traces = flow._traces
     enqueuer = flow._enqueuer
     registry = flow._registry
-    direct = registry is None or policy.validate == "none"
+    # Without validation the node function is called directly, saving a coroutine per hop.
+    call = node.func if registry is None or policy.validate == "none" else None
     timeout_s = policy.timeout_s
     attempt = 0
     while True:
         # The worker checked the trace before the first attempt; retries check again.
         if attempt and trace_id is not None and traces.is_cancelled(trace_id):
             return True
-        if sink.wants(_DEBUG):
-            await sink.emit(NODE_START, ctx, trace_id, attempt=attempt, latency_ms=0.0)
-            # Observers may have yielded to the loop; the trace may be cancelled by now.
-            if trace_id is not None and traces.is_cancelled(trace_id):
-                return True
+        if sink.wants(_DEBUG) and await _announce_start(worker, trace_id, attempt):
+            return True
         started = time.perf_counter()
         worker.in_scope = True
         try:
-            if timeout_s is not None:
+            if timeout_s is None and call is not None:
+                result = await call(item, ctx)
+            else:
                 async with asyncio.timeout(timeout_s):
                     result = await node.invoke(item, ctx, registry=registry)
-            elif direct:
-                result = await node.func(item, ctx)
-            else:
-                result = await node.invoke(item, ctx, registry=registry)
-            if result is not None:
-                if worker.warn_non_message and not isinstance(result, Message):
-                    warn_if_not_message(node, result)
-                payload = result.payload if isinstance(result, Message) else None
-                if isinstance(payload, WM | FinalAnswer):
-                    await flow._router.route(node, ctx, item, result)
-                else:
-                    for floe in ctx._all_out:
-                        if not enqueuer.try_put(floe, result):
-                            await enqueuer.put(floe, result)
+            if result is not None and not _route_nowait(worker, enqueuer, result):
+                await flow._router.route(node, ctx, item, result)
         except Exception as exc:
             error: Exception = exc
         else:
@@ -94,32 +83,72 @@ async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
         finally:
             worker.in_scope = False
         latency = (time.perf_counter() - started) * 1000.0
-        await sink.emit(
-            NODE_TIMEOUT if isinstance(error, TimeoutError) else NODE_ERROR,
-            ctx,
-            trace_id,
-            attempt=attempt,
-            latency_ms=latency,
-            extra={"exception": repr(error)},
-            exc=error,
-        )
-        if attempt >= policy.max_retries:
-            await _fail(worker, trace_id, error, attempt, latency)
+        delay = await _after_error(worker, trace_id, error, attempt, latency)
+        if delay is None:
             return False
         attempt += 1
-        delay = policy.backoff_delay(attempt)
-        await sink.emit(
-            NODE_RETRY,
-            ctx,
-            trace_id,
-            attempt=attempt,
-            extra={"sleep_s": delay, "exception": repr(error)},
-        )
         worker.in_scope = True
         try:
             await asyncio.sleep(delay)
         finally:
             worker.in_scope = False
+
+
+def _route_nowait(worker: Worker, enqueuer: Enqueuer, result: Any) -> bool:
+    """Route a plain result onto every outgoing floe if all have room; else return False.
+
+    Controller hops, final answers, a full floe or a bus leave the job to ``Router.route``.
+    """
+    if worker.warn_non_message and not isinstance(result, Message):
+        warn_if_not_message(worker.node, result)
+    if isinstance(result, Message) and isinstance(result.payload, WM | FinalAnswer):
+        return False
+    if enqueuer.bus is not None:
+        return False
+    floes = worker.ctx._all_out
+    for floe in floes:
+        queue = floe.queue
+        if 0 < queue._maxsize <= len(queue._queue):
+            return False
+    for floe in floes:
+        enqueuer.try_put(floe, result)
+    return True
+
+
+async def _announce_start(worker: Worker, trace_id: str | None, attempt: int) -> bool:
+    """Emit ``node_start``; return True if the trace was cancelled meanwhile."""
+    flow = worker.flow
+    await flow._events.emit(NODE_START, worker.ctx, trace_id, attempt=attempt, latency_ms=0.0)
+    # Observers may have yielded to the loop.
+    return trace_id is not None and flow._traces.is_cancelled(trace_id)
+
+
+async def _after_error(
+    worker: Worker, trace_id: str | None, error: Exception, attempt: int, latency: float
+) -> float | None:
+    """Report a failed attempt; return the backoff before the next one, or None if final."""
+    sink, ctx, policy = worker.flow._events, worker.ctx, worker.node.policy
+    await sink.emit(
+        NODE_TIMEOUT if isinstance(error, TimeoutError) else NODE_ERROR,
+        ctx,
+        trace_id,
+        attempt=attempt,
+        latency_ms=latency,
+        extra={"exception": repr(error)},
+        exc=error,
+    )
+    if attempt >= policy.max_retries:
+        await _fail(worker, trace_id, error, attempt, latency)
+        return None
+    delay = policy.backoff_delay(attempt + 1)
+    await sink.emit(
+        NODE_RETRY,
+        ctx,
+        trace_id,
+        attempt=attempt + 1,
+        extra={"sleep_s": delay, "exception": repr(error)},
+    )
+    return delay
 
 
 async def _fail(

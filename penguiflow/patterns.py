@@ -191,10 +191,19 @@ def union_router(
     return router
 
 
+def _drop_with_trace(ctx: Any, trace_id: str, buckets: dict[str, list[Any]]) -> None:
+    """Have the running flow drop ``buckets[trace_id]`` when the trace ends."""
+    traces = getattr(getattr(ctx, "runtime", None), "_traces", None)
+    if traces is not None:
+        traces.on_end(trace_id, lambda: buckets.pop(trace_id, None))
+
+
 def join_k(name: str, k: int) -> Node:
     """Build a node that gathers ``k`` items per trace and emits them as one.
 
-    Buckets are per trace id and private to this node. The node returns None until the k-th
+    Buckets are per trace id and private to this node; a bucket still incomplete when its trace
+    ends (a branch failed, the trace was cancelled) or the flow stops is dropped with it. The
+    node returns None until the k-th
     item of a trace arrives; then it clears that bucket and returns a copy of the first item
     whose payload is the list of payloads in arrival order (keeping the first item's trace id,
     headers and meta) when the first item is a ``Message``, else the list of items.
@@ -210,7 +219,10 @@ def join_k(name: str, k: int) -> Node:
         trace_id = getattr(message, "trace_id", None)
         if trace_id is None:
             raise ValueError("join_k requires messages with trace_id")
-        bucket = buckets.setdefault(trace_id, [])
+        bucket = buckets.get(trace_id)
+        if bucket is None:
+            bucket = buckets[trace_id] = []
+            _drop_with_trace(ctx, trace_id, buckets)
         bucket.append(message)
         if len(bucket) < k:
             return None

@@ -528,3 +528,57 @@ async def test_map_concurrent_invariants(items: list[tuple[int, int]], limit: in
     assert result == [value * 2 for value, _ in items]
     assert peak <= max(1, limit)
     assert active == 0
+
+
+async def test_join_k_drops_a_bucket_when_its_trace_ends() -> None:
+    """A join whose trace is cancelled half-way must not leak its bucket into a later run.
+
+    Run 1: ``fast`` reaches the join, ``slow`` blocks; the trace is cancelled, so the join's
+    bucket holds one stale item when the trace ends. Run 2 reuses the trace id with ``slow``
+    open: the join must merge only run 2's two items.
+    """
+    slow_entered = asyncio.Event()
+    release = asyncio.Event()
+    joined_once = asyncio.Event()
+    trace_ended = asyncio.Event()
+
+    async def fast(msg: Any, ctx: Any) -> Any:
+        return msg.model_copy(update={"payload": f"fast-{msg.payload}"})
+
+    async def slow(msg: Any, ctx: Any) -> Any:
+        slow_entered.set()
+        await release.wait()
+        return msg.model_copy(update={"payload": f"slow-{msg.payload}"})
+
+    async def watch(event: Any) -> None:
+        if event.event_type == "node_success" and event.node_name == "join":
+            joined_once.set()
+        if event.event_type == "trace_cancel_finish":
+            trace_ended.set()
+
+    source = make_node("source")
+    fast_node, slow_node = make_node("fast", fast), make_node("slow", slow)
+    join = join_k("join", 2)
+    flow = create(
+        source.to(fast_node, slow_node),
+        fast_node.to(join),
+        slow_node.to(join),
+        join.to(),
+        middlewares=[watch],
+    )
+    flow.run()
+    try:
+        await flow.emit(make_msg("1", trace_id="T"))
+        async with asyncio.timeout(TIMEOUT):
+            await joined_once.wait()
+            await slow_entered.wait()
+        assert await flow.cancel("T")
+        async with asyncio.timeout(TIMEOUT):
+            await trace_ended.wait()
+        release.set()
+        await flow.emit(make_msg("2", trace_id="T"))
+        async with asyncio.timeout(TIMEOUT):
+            out = await flow.fetch()
+        assert sorted(out.payload) == ["fast-2", "slow-2"]
+    finally:
+        await flow.stop()

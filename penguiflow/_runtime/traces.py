@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 __all__ = ["TraceRecord", "TraceRegistry"]
 
@@ -35,6 +35,8 @@ class TraceRecord:
     """Capacity waiters (``emit_chunk``) keyed on this trace."""
     streams: list[tuple[dict[str, int], str]] | None = None
     """(counter map, stream id) pairs started under this trace, cleared when it ends."""
+    on_end: list[Callable[[], None]] | None = None
+    """Callbacks that drop state kept elsewhere for this trace (e.g. ``join_k`` buckets)."""
 
 
 class TraceRegistry:
@@ -84,11 +86,7 @@ class TraceRegistry:
     def _forget(self, trace_id: str, record: TraceRecord) -> bool:
         del self.records[trace_id]
         flag = self.flags.pop(trace_id, None)
-        if record.streams:
-            for counters, stream_id in record.streams:
-                counters.pop(stream_id, None)
-        if record.waiters:
-            _wake(record)
+        _release(record)
         return flag is not None and flag.is_set()
 
     def pending(self, trace_id: str) -> int:
@@ -120,6 +118,20 @@ class TraceRegistry:
             if record.streams is None:
                 record.streams = []
             record.streams.append((counters, stream_id))
+
+    def on_end(self, trace_id: str, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` once when ``trace_id`` ends (or the flow stops).
+
+        Returns:
+            False, without registering, if the trace is not live.
+        """
+        record = self.records.get(trace_id)
+        if record is None:
+            return False
+        if record.on_end is None:
+            record.on_end = []
+        record.on_end.append(callback)
+        return True
 
     async def wait_capacity(self, key: str, offset: int) -> None:
         """Wait while ``max(pending(key) - offset, 0) >= maxsize``; never if unbounded.
@@ -153,17 +165,25 @@ class TraceRegistry:
     def clear(self) -> None:
         """Forget every trace and wake every capacity waiter (used by ``stop``)."""
         for record in self.records.values():
-            if record.streams:
-                for counters, stream_id in record.streams:
-                    counters.pop(stream_id, None)
-            if record.waiters:
-                _wake(record)
+            _release(record)
         self.records.clear()
         self.flags.clear()
         self.generation += 1
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.records)
+
+
+def _release(record: TraceRecord) -> None:
+    """Drop what a finished trace left elsewhere and wake its capacity waiters."""
+    if record.streams:
+        for counters, stream_id in record.streams:
+            counters.pop(stream_id, None)
+    if record.on_end:
+        for callback in record.on_end:
+            callback()
+    if record.waiters:
+        _wake(record)
 
 
 def _wake(record: TraceRecord) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import json
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Callable,
@@ -78,7 +79,7 @@ async def stream_flow(
     to: _Target = None,
     timeout: float | None = None,  # noqa: ASYNC109 - signature fixed by the spec
     include_final: bool = False,
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Emit ``parent_msg`` into a running flow and yield what comes out of the Rookery.
 
     Each fetched item is unwrapped to its ``.payload`` when it has one. ``StreamChunk``

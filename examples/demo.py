@@ -1,0 +1,336 @@
+"""PenguiFlow demo: three concurrent questions through one flow, all in-process.
+
+                          +--> web ------+
+    flow.emit(q, T) ------+--> docs -----+--> merge --> write --> sse --> flow.fetch(T)
+                          +--> memory ---+   (join_k)
+
+What to look for in the output:
+
+- **Fan-out.** A question is emitted once. OpenSea has one floe per searcher, so ``web``,
+  ``docs`` and ``memory`` all receive the same message.
+- **Retry.** ``docs`` fails on its very first call (its index is "warming up"). Its
+  ``NodePolicy(max_retries=2, backoff_base=0.05)`` retries it 50 ms later and it succeeds.
+- **Join.** ``join_k("merge", 3)`` holds each trace's search hits until all three are in,
+  then passes them on as one message.
+- **Streaming.** ``write`` streams the answer one sentence at a time with
+  ``ctx.emit_chunk``; ``sse`` renders each chunk as a Server-Sent Events frame (standing in
+  for an HTTP response) and passes the finished answer on to the Rookery. (A trace-scoped
+  ``fetch`` returns one item per roundtrip, so the chunks are consumed inside the flow.)
+- **Cancellation.** The (fake) model stops responding to ``req-3`` after its first sentence.
+  The caller gives up and runs ``flow.cancel("req-3")``: ``write`` sees ``CancelledError``,
+  the trace's pending fetch raises ``TraceCancelled`` and the other requests are untouched.
+- **Roundtrips.** Each question is its own task doing ``await flow.emit(msg, trace_id=T)``
+  then ``await flow.fetch(trace_id=T)``, so each caller gets only its own answer.
+
+A middleware prints the runtime's events as they happen: ``node_start`` and the matching
+``node_success`` share a line when nothing happens in between; retries, errors and the
+``trace_cancel_start``/``trace_cancel_finish`` pair get their own lines. Times are real,
+measured from the start of the demo. The ``sse`` node prints its frames instead of its own
+start/success lines.
+
+Run it with ``python examples/demo.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from penguiflow import (
+    Context,
+    FlowEvent,
+    Headers,
+    Message,
+    Node,
+    NodePolicy,
+    PenguiFlow,
+    StreamChunk,
+    create,
+    format_sse_event,
+    join_k,
+)
+from penguiflow.core import TraceCancelled
+
+QUESTIONS = {
+    "req-1": "How do penguins stay warm?",
+    "req-2": "What do penguins eat?",
+    "req-3": "Write a long essay on penguin evolution.",
+}
+STALLED = "req-3"
+SOURCES = ("web", "docs", "memory")
+
+# Three tiny in-memory "back ends", keyed by topic, so the demo needs no network.
+KNOWLEDGE = {
+    "web": {
+        "warm": "Dense, overlapping feathers trap a layer of warm air.",
+        "eat": "They eat mostly krill, squid and small fish.",
+        "evolution": "The oldest penguin fossils are about 60 million years old.",
+    },
+    "docs": {
+        "warm": "A thick layer of blubber insulates them from icy water.",
+        "eat": "They catch prey underwater and swallow it whole.",
+        "evolution": "Their wings evolved into stiff flippers for swimming.",
+    },
+    "memory": {
+        "warm": "Emperor penguins huddle in large groups and take turns on the windy edge.",
+        "eat": "Emperor penguins can dive deeper than 500 m to hunt.",
+        "evolution": "Some extinct penguins were as tall as an adult human.",
+    },
+}
+
+
+def topic_of(question: str) -> str:
+    text = question.lower()
+    return next(topic for topic in ("warm", "eat", "evolution") if topic in text)
+
+
+class Hit(BaseModel):
+    source: str
+    text: str
+
+
+class Answer(BaseModel):
+    text: str
+    sources: list[str]
+
+
+class Console:
+    """Prints timestamped lines; a line may stay open until its node finishes."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+        self._open: tuple[str | None, str | None, int] | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self._t0) * 1000
+
+    def prefix(self, trace_id: str | None, who: str) -> str:
+        return f"  {self.elapsed_ms():7.1f} ms  {trace_id or '-':<6} {who:<8}"
+
+    def say(self, text: str) -> None:
+        self._close()
+        print(text)
+
+    def begin(self, key: tuple[str | None, str | None, int], text: str) -> None:
+        self._close()
+        print(text, end="", flush=True)
+        self._open = key
+
+    def finish(self, key: tuple[str | None, str | None, int], tail: str, full: str) -> None:
+        if self._open == key:
+            self._open = None
+            print(tail)
+        else:
+            self.say(full)
+
+    def _close(self) -> None:
+        if self._open is not None:
+            self._open = None
+            print()
+
+
+class LiveLog:
+    """Middleware: a compact, live view of the runtime's events."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.counts: Counter[str] = Counter()
+        self.retries: list[tuple[str | None, str | None, int]] = []
+        self.cancel_finished = asyncio.Event()
+
+    async def __call__(self, event: FlowEvent) -> None:
+        kind = event.event_type
+        self.counts[kind] += 1
+        if event.node_name == "sse" and kind in ("node_start", "node_success"):
+            return  # the sse node prints its frames instead
+        con = self.console
+        key = (event.trace_id, event.node_name, event.attempt)
+        head = con.prefix(event.trace_id, event.node_name or "?")
+        if kind == "node_start":
+            again = f" (attempt {event.attempt})" if event.attempt else ""
+            con.begin(key, f"{head} start{again}")
+        elif kind == "node_success":
+            took = f"ok {event.latency_ms:.1f} ms"
+            con.finish(key, f" ... {took}", f"{head} {took}")
+        elif kind == "node_error":
+            error = event.extra.get("exception")
+            con.finish(key, f" ... error {error}", f"{head} error {error}")
+        elif kind == "node_retry":
+            self.retries.append(key)
+            con.say(f"{head} retry (attempt {event.attempt}) in {event.extra['sleep_s']:.2f} s")
+        elif kind == "node_trace_cancelled":
+            con.say(f"{head} interrupted by the cancellation")
+        elif kind in ("trace_cancel_start", "trace_cancel_finish"):
+            con.say(f"{head} {kind} (pending={event.trace_pending})")
+            if kind == "trace_cancel_finish":
+                self.cancel_finished.set()
+
+
+class FlakyIndex:
+    """The docs back end: its first lookup fails, as a cold service might."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def lookup(self, topic: str) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("docs index is warming up")
+        return KNOWLEDGE["docs"][topic]
+
+
+class FakeModel:
+    """Stands in for an LLM writing one sentence per hit; it stalls on one trace."""
+
+    def __init__(self, stall_on: str) -> None:
+        self.stall_on = stall_on
+        self.stalled = asyncio.Event()  # set when the model stops responding
+        self._reply = asyncio.Event()  # never set: the reply that does not come
+
+    async def sentence(self, trace_id: str, index: int, hit: Hit) -> str:
+        if trace_id == self.stall_on and index == 1:
+            self.stalled.set()
+            await self._reply.wait()
+        return hit.text
+
+
+@dataclass
+class Record:
+    """What the nodes saw, for the summary."""
+
+    merged: dict[str, int] = field(default_factory=dict)
+    chunks: dict[str, list[int]] = field(default_factory=dict)
+
+
+def build(console: Console, log: LiveLog, model: FakeModel, record: Record) -> PenguiFlow:
+    index = FlakyIndex()
+
+    def searcher(source: str) -> Node:
+        async def search(msg: Message, ctx: Context) -> Message:
+            topic = topic_of(msg.payload)
+            if source == "docs":
+                text = await index.lookup(topic)
+            else:
+                text = KNOWLEDGE[source][topic]
+            return msg.model_copy(update={"payload": Hit(source=source, text=text)})
+
+        policy = NodePolicy(validate="none")
+        if source == "docs":
+            policy = NodePolicy(validate="none", max_retries=2, backoff_base=0.05)
+        return Node(search, name=source, policy=policy)
+
+    async def write(msg: Message, ctx: Context) -> Message:
+        hits = sorted(msg.payload, key=lambda hit: SOURCES.index(hit.source))
+        record.merged[msg.trace_id] = len(hits)
+        sentences = []
+        for position, hit in enumerate(hits):
+            sentence = await model.sentence(msg.trace_id, position, hit)
+            sentences.append(sentence)
+            await ctx.emit_chunk(parent=msg, text=sentence, done=position == len(hits) - 1)
+        answer = Answer(text=" ".join(sentences), sources=[hit.source for hit in hits])
+        return msg.model_copy(update={"payload": answer})
+
+    async def sse(msg: Message, ctx: Context) -> Message | None:
+        if isinstance(msg.payload, StreamChunk):
+            chunk = msg.payload
+            record.chunks.setdefault(msg.trace_id, []).append(chunk.seq)
+            frame = format_sse_event(chunk).strip().replace("\n", " | ")
+            console.say(f"{console.prefix(msg.trace_id, 'sse')} {frame}")
+            return None
+        return msg  # the finished answer goes on to the Rookery
+
+    searchers = [searcher(source) for source in SOURCES]
+    merge = join_k("merge", len(searchers))
+    write_node = Node(write, name="write", policy=NodePolicy(validate="none"))
+    sse_node = Node(sse, name="sse", policy=NodePolicy(validate="none"))
+    return create(
+        *(node.to(merge) for node in searchers),
+        merge.to(write_node),
+        write_node.to(sse_node),
+        sse_node.to(),
+        middlewares=[log],
+    )
+
+
+async def ask(flow: PenguiFlow, trace_id: str, question: str) -> Answer | None:
+    """One caller's roundtrip; None if its trace was cancelled."""
+    await flow.emit(Message(payload=question, headers=Headers(tenant="demo")), trace_id=trace_id)
+    try:
+        out = await flow.fetch(trace_id=trace_id)
+    except TraceCancelled:
+        return None
+    answer: Answer = out.payload
+    return answer
+
+
+async def main() -> dict[str, Any]:
+    console = Console()
+    log = LiveLog(console)
+    model = FakeModel(stall_on=STALLED)
+    record = Record()
+    flow = build(console, log, model, record)
+    print(f"PenguiFlow demo: {len(QUESTIONS)} concurrent questions\n")
+    print("  time        trace  node     event")
+    flow.run()
+    try:
+        # A safety net only: the demo finishes in well under a second.
+        async with asyncio.timeout(10), asyncio.TaskGroup() as group:
+            tasks = {
+                trace_id: group.create_task(ask(flow, trace_id, question))
+                for trace_id, question in QUESTIONS.items()
+            }
+            await model.stalled.wait()
+            console.say(
+                f"{console.prefix(STALLED, 'caller')} model stalled; "
+                f"giving up: flow.cancel({STALLED!r})"
+            )
+            await flow.cancel(STALLED)
+        await log.cancel_finished.wait()
+    finally:
+        await flow.stop()
+    elapsed_ms = console.elapsed_ms()
+    answers = {trace_id: task.result() for trace_id, task in tasks.items()}
+
+    print("\nResults")
+    for trace_id, question in QUESTIONS.items():
+        answer = answers[trace_id]
+        print(f"  {trace_id}  {question}")
+        if answer is None:
+            streamed = len(record.chunks.get(trace_id, []))
+            print(f"         cancelled after {streamed} streamed chunk(s); no answer delivered")
+        else:
+            print(f"         {answer.text}")
+            print(f"         (sources: {', '.join(answer.sources)})")
+    shown = (
+        "node_start",
+        "node_success",
+        "node_error",
+        "node_retry",
+        "trace_cancel_start",
+        "trace_cancel_finish",
+    )
+    counts = ", ".join(f"{kind} x{log.counts[kind]}" for kind in shown)
+    print(f"\nEvents (all nodes): {counts}")
+    print(f"Finished in {elapsed_ms:.0f} ms.")
+    return {
+        "answers": {key: value.text for key, value in answers.items() if value is not None},
+        "cancelled": [key for key, value in answers.items() if value is None],
+        "merged": dict(record.merged),
+        "chunks": {key: list(value) for key, value in record.chunks.items()},
+        "retries": list(log.retries),
+        "events": dict(log.counts),
+        "elapsed_ms": elapsed_ms,
+    }
+
+
+if __name__ == "__main__":
+    # The live log shows every event; keep the runtime's own log records (the retried
+    # ConnectionError is logged with its traceback) off stderr.
+    logging.getLogger("penguiflow").addHandler(logging.NullHandler())
+    asyncio.run(main())

@@ -1,0 +1,173 @@
+"""Run each script in ``examples/`` and check what its ``main()`` returns.
+
+The examples order their work with ``asyncio.Event``s and roundtrips, never with sleeps, so
+these tests are deterministic. The autouse leak check in ``conftest.py`` also verifies that
+every flow an example starts (subflows included) is stopped with no task left behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from penguiflow.core import BUDGET_EXCEEDED_TEXT, TOKEN_BUDGET_EXCEEDED_TEXT
+from penguiflow.types import FinalAnswer, StreamChunk
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from types import ModuleType
+
+    from penguiflow.core import PenguiFlow
+    from penguiflow.metrics import FlowEvent
+
+    Loader = Callable[[str], ModuleType]
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def load() -> Iterator[Loader]:
+    """Import examples by path under private module names, and forget them afterwards."""
+    loaded: list[str] = []
+
+    def _load(name: str) -> ModuleType:
+        module_name = f"_penguiflow_example_{name}"
+        spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        # Registered before running so pydantic can resolve the module's annotations.
+        sys.modules[module_name] = module
+        loaded.append(module_name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield _load
+    for module_name in loaded:
+        sys.modules.pop(module_name, None)
+
+
+async def test_quickstart_validates_and_answers(load: Loader) -> None:
+    example = load("quickstart")
+    answers = await example.main()
+    assert [type(answer) for answer in answers] == [example.Answer, example.Answer]
+    assert [(answer.topic, answer.sources) for answer in answers] == [
+        ("billing", 2),
+        ("shipping", 1),
+    ]
+    assert answers[1].text == "Orders ship within 48 hours."
+
+
+async def test_quickstart_registry_rejects_bad_input(load: Loader) -> None:
+    """The registry built by the example really validates: a malformed input never answers."""
+    example = load("quickstart")
+    flow, registry = example.build()
+    seen: list[str] = []
+
+    async def record(event: FlowEvent) -> None:
+        seen.append(event.event_type)
+
+    flow.add_middleware(record)
+    flow.run(registry=registry)
+    try:
+        await flow.emit({"not_text": 1})
+        await flow.emit(example.Question(text="refund?"))
+        answer = await flow.fetch()
+    finally:
+        await flow.stop()
+    assert answer.topic == "billing"  # the bad input produced nothing, so this is next
+    assert "node_failed" in seen
+
+
+async def test_fanout_join_merges_three_parts_per_trace(load: Loader) -> None:
+    example = load("fanout_join")
+    results = await example.main()
+    assert set(results) == {"req-kettle", "req-toaster"}
+    for trace_id, product in (("req-kettle", "kettle"), ("req-toaster", "toaster")):
+        merged = results[trace_id]
+        assert merged["parts"] == 3
+        assert merged["price"] == example.PRICES[product]
+        assert merged["in_stock"] == example.STOCK[product]
+        assert merged["rating"] == example.REVIEWS[product]
+
+
+async def test_streaming_yields_ordered_chunks_then_final(load: Loader) -> None:
+    example = load("streaming")
+    out = await example.main()
+    chunks = out["chunks"]
+    words = example.STORY.split()
+    assert all(isinstance(chunk, StreamChunk) for chunk in chunks)
+    assert [chunk.seq for chunk in chunks] == list(range(len(words)))
+    assert [chunk.text for chunk in chunks] == words
+    assert [chunk.done for chunk in chunks] == [False] * (len(words) - 1) + [True]
+    assert {chunk.stream_id for chunk in chunks} == {out["trace_id"]}
+    assert out["final"] == FinalAnswer(text=example.STORY)
+
+
+async def test_cancellation_stops_one_trace_only(load: Loader) -> None:
+    example = load("cancellation")
+    out = await example.main()
+    assert out["cancelled"] is True
+    assert out["results"] == {"job-a": "query job-a -> ok", "job-c": "query job-c -> ok"}
+    assert out["interrupted"] == ["job-b"]
+    assert out["events"] == [
+        ("trace_cancel_start", "job-b", "OpenSea"),
+        ("trace_cancel_finish", "job-b", "Rookery"),
+    ]
+
+
+async def test_playbook_runs_subflow_on_parent_trace(
+    load: Loader, _leak_check: list[PenguiFlow]
+) -> None:
+    example = load("playbook")
+    out = await example.main()
+    payload = out["payload"]
+    assert payload["trace"] == out["trace_id"] == "ask-1"
+    assert payload["topic"] == "penguins"
+    assert payload["sources"] == 3
+    assert payload["question"] == "Tell me about penguins"
+    # The parent flow and one subflow were started, and both are stopped again.
+    assert len(_leak_check) == 2
+    assert not any(flow._running or flow._tasks for flow in _leak_check)
+
+
+async def test_controller_ends_with_answer_or_budget(load: Loader) -> None:
+    example = load("controller")
+    results = await example.main()
+    assert results["answer"] == FinalAnswer(
+        text="They live in Antarctica. They breed on sea ice.",
+        citations=["fact-0", "fact-1"],
+    )
+    assert results["hops"].text == BUDGET_EXCEEDED_TEXT
+    assert results["tokens"].text == TOKEN_BUDGET_EXCEEDED_TEXT
+
+
+async def test_demo_shows_fanout_join_stream_retry_and_cancel(
+    load: Loader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load("demo")
+    summary = await example.main()
+
+    assert set(summary["answers"]) == {"req-1", "req-2"}
+    assert summary["answers"]["req-2"].startswith("They eat mostly krill")
+    assert summary["cancelled"] == ["req-3"]
+    # Every trace, the cancelled one included, was joined from all three searchers.
+    assert summary["merged"] == {"req-1": 3, "req-2": 3, "req-3": 3}
+    # Streams are numbered from 0; the cancelled one stopped after its first chunk.
+    assert summary["chunks"] == {"req-1": [0, 1, 2], "req-2": [0, 1, 2], "req-3": [0]}
+    # Exactly one retry: the docs node's first call, on the first trace.
+    assert summary["retries"] == [("req-1", "docs", 1)]
+    events = summary["events"]
+    assert events["node_error"] == events["node_retry"] == 1
+    assert "node_failed" not in events
+    assert events["trace_cancel_start"] == events["trace_cancel_finish"] == 1
+    assert events["node_trace_cancelled"] == 1
+    assert summary["elapsed_ms"] < 3000
+
+    printed = capsys.readouterr().out
+    assert "retry (attempt 1) in 0.05 s" in printed
+    assert "trace_cancel_start" in printed
+    assert "cancelled after 1 streamed chunk(s)" in printed

@@ -76,6 +76,8 @@ async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
         except Exception as exc:
             error: Exception = exc
         else:
+            if worker.trace_cancel_requested:
+                return True  # the node swallowed its trace's cancellation: no success
             if sink.wants(_INFO):
                 latency = (time.perf_counter() - started) * 1000.0
                 await sink.emit(NODE_SUCCESS, ctx, trace_id, attempt=attempt, latency_ms=latency)
@@ -95,10 +97,15 @@ async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
 
 
 def _route_nowait(worker: Worker, enqueuer: Enqueuer, result: Any) -> bool:
-    """Route a plain result onto every outgoing floe if all have room; else return False.
+    """Route a plain result onto every outgoing floe if all have room.
 
-    Controller hops, final answers, a full floe or a bus leave the job to ``Router.route``.
+    Returns:
+        True if the result is dealt with: routed, or dropped because the node swallowed the
+        cancellation of its trace (its result counts as cancelled). False leaves controller
+        hops, final answers, a full floe or a bus to ``Router.route``.
     """
+    if worker.trace_cancel_requested:
+        return True
     if worker.warn_non_message and not isinstance(result, Message):
         warn_if_not_message(worker.node, result)
     if isinstance(result, Message) and isinstance(result.payload, WM | FinalAnswer):

@@ -157,6 +157,10 @@ class PenguiFlow:
         self._running = False
         await self._owner.shutdown()
         for worker in self._workers:
+            if not worker.started:
+                # Cancelled before its first step, so it could not say so itself.
+                await self._events.emit(c.NODE_CANCELLED, worker.ctx, None)
+            worker.started = False
             worker.task = None
             worker.in_scope = worker.trace_cancel_requested = False
         leftovers = self._roundtrip.close()

@@ -45,6 +45,7 @@ class Worker:
         "flow",
         "in_scope",
         "node",
+        "started",
         "task",
         "trace_cancel_requested",
         "trace_id",
@@ -61,6 +62,8 @@ class Worker:
         self.in_scope = False
         """Whether the worker is in the trace-cancellable part of processing."""
         self.trace_cancel_requested = False
+        self.started = False
+        """Whether ``run`` began; a worker stopped before its first step never does."""
         self.warn_non_message = False
         """Whether the registry declares Message outputs for this node (set by ``run``)."""
 
@@ -80,6 +83,7 @@ class Worker:
 
     async def run(self) -> None:
         """Process items until cancelled; emits ``node_cancelled`` on the way out."""
+        self.started = True
         ctx = self.ctx
         floes = ctx._all_in
         single = floes[0].queue if len(floes) == 1 else None

@@ -628,3 +628,38 @@ async def test_no_warning_otherwise(case: str) -> None:
         # filterwarnings=error turns a warning into an exception, i.e. a FlowError here.
         out = await fetch(flow)
     assert not isinstance(out, FlowError), out
+
+
+# --------------------------------------------------------------------------- beyond the spec
+
+
+async def test_a_runtime_fault_is_reported_and_the_worker_keeps_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fault inside the runtime (not the node) while handling an item is not silent: the
+    worker logs it, emits ``worker_restarted``, counts the item as done and serves the next.
+
+    The fault is injected into the Rookery delivery of an expired message, a path that runs
+    outside any node call.
+    """
+    from penguiflow._runtime.routing import Router
+
+    rec = Recorder()
+    flow = PenguiFlow(node(echo, "a").to(), middlewares=[rec])
+    real_deliver = Router.deliver
+
+    async def broken_deliver(self: Router, ctx: Any, item: Any) -> None:
+        if isinstance(item, Message) and isinstance(item.payload, FinalAnswer):
+            raise RuntimeError("injected runtime fault")
+        await real_deliver(self, ctx, item)
+
+    monkeypatch.setattr(Router, "deliver", broken_deliver)
+    async with running(flow):
+        await flow.emit(make_msg("late", trace_id="old", deadline_s=time.time() - 60))
+        await flow.emit(make_msg("fresh", trace_id="new"))
+        out = await fetch(flow)
+        assert out.payload == "fresh"
+        assert "old" not in flow._trace_events
+    restarted = rec.select("worker_restarted")
+    assert [ev.trace_id for ev in restarted] == ["old"]
+    assert "injected runtime fault" in restarted[0].extra["exception"]

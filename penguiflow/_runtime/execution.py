@@ -84,16 +84,12 @@ async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
             return False
         finally:
             worker.in_scope = False
+        if worker.trace_cancel_requested:
+            return True  # the node swallowed its trace's cancellation, then failed
         latency = (time.perf_counter() - started) * 1000.0
-        delay = await _after_error(worker, trace_id, error, attempt, latency)
-        if delay is None:
+        if not await _retry_after(worker, trace_id, error, attempt, latency):
             return False
         attempt += 1
-        worker.in_scope = True
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            worker.in_scope = False
 
 
 def _route_nowait(worker: Worker, enqueuer: Enqueuer, result: Any) -> bool:
@@ -130,10 +126,13 @@ async def _announce_start(worker: Worker, trace_id: str | None, attempt: int) ->
     return trace_id is not None and flow._traces.is_cancelled(trace_id)
 
 
-async def _after_error(
+async def _retry_after(
     worker: Worker, trace_id: str | None, error: Exception, attempt: int, latency: float
-) -> float | None:
-    """Report a failed attempt; return the backoff before the next one, or None if final."""
+) -> bool:
+    """Report a failed attempt, then either sleep the backoff (True: try again) or fail.
+
+    The backoff sleep is trace-cancellable.
+    """
     sink, ctx, policy = worker.flow._events, worker.ctx, worker.node.policy
     await sink.emit(
         NODE_TIMEOUT if isinstance(error, TimeoutError) else NODE_ERROR,
@@ -146,7 +145,7 @@ async def _after_error(
     )
     if attempt >= policy.max_retries:
         await _fail(worker, trace_id, error, attempt, latency)
-        return None
+        return False
     delay = policy.backoff_delay(attempt + 1)
     await sink.emit(
         NODE_RETRY,
@@ -155,7 +154,12 @@ async def _after_error(
         attempt=attempt + 1,
         extra={"sleep_s": delay, "exception": repr(error)},
     )
-    return delay
+    worker.in_scope = True
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        worker.in_scope = False
+    return True
 
 
 async def _fail(

@@ -431,3 +431,34 @@ async def test_cancel_purges_results_waiting_in_the_dispatcher() -> None:
         await flow.emit(make_msg("U1", trace_id="U"))
         assert (await fetch(flow)).payload == "U1"
         assert rookery_empty(flow)
+
+
+async def test_node_that_swallows_the_cancel_then_raises_is_not_retried_nor_reported() -> None:
+    """A node that catches its trace's ``CancelledError`` and then raises: the trace is
+    cancelled, so there is no retry, no ``node_failed`` and no ``FlowError`` at the Rookery."""
+    gate = Gate()
+    calls = 0
+
+    async def stubborn(msg: Any, ctx: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        try:
+            await gate.pass_()
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed") from None
+        return msg
+
+    rec = Recorder()
+    flaky = node(stubborn, "s", max_retries=3, backoff_base=0.0)
+    flow = PenguiFlow(flaky.to(), middlewares=[rec], emit_errors_to_rookery=True)
+    async with running(flow):
+        await flow.emit(make_msg("x", trace_id="T"))
+        await gate.wait_entered()
+        await flow.cancel("T")
+        await rec.wait_for("trace_cancel_finish", trace_id="T")
+        assert rookery_empty(flow)
+    assert calls == 1
+    types = rec.types(trace_id="T")
+    assert "node_trace_cancelled" in types
+    assert "node_retry" not in types
+    assert "node_failed" not in types

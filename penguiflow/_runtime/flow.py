@@ -292,8 +292,8 @@ class PenguiFlow:
         if trace_id is not None:
             if from_ is not None:
                 raise RuntimeError(c.FETCH_TRACE_FROM)
-            return await self._fetch_trace(trace_id)
-        if roundtrip.active:
+            item = await self._fetch_trace(trace_id)
+        elif roundtrip.active:
             if from_ is not None:
                 raise RuntimeError(c.FETCH_FROM_DISPATCH)
             item = await roundtrip.shared.get()
@@ -315,13 +315,7 @@ class PenguiFlow:
             inbox.fetchers -= 1
             if inbox.fetchers == 0 and roundtrip.inboxes.get(trace_id) is inbox:
                 roundtrip.unsubscribe(trace_id)
-        return await self._finish(item)
-
-    async def _finish(self, item: Any) -> Any:
-        trace_id = trace_of(item)
-        if trace_id is not None and self._traces.finalize(trace_id):
-            await self._announce_cancel_finish(trace_id)
-        return item.item if isinstance(item, Tagged) else item
+        return item
 
     async def fetch_any(self, from_: Target = None, *, trace_id: str | None = None) -> Any:
         """Alias of ``fetch``."""

@@ -118,10 +118,18 @@ class Roundtrip:
         return None
 
     def subscribe(self, trace_id: str) -> Inbox:
-        """Return the inbox of ``trace_id``, creating it."""
+        """Return the inbox of ``trace_id``, creating it.
+
+        A new inbox claims the trace's items already waiting in the shared queue (results
+        that arrived before anyone subscribed), so a late ``fetch(trace_id=...)`` finds them.
+        """
         inbox = self.inboxes.get(trace_id)
         if inbox is None:
             inbox = self.inboxes[trace_id] = Inbox(FloeQueue(0))
+            if self.shared.qsize():
+                claimed = self.shared.remove_where(lambda item: trace_of(item) == trace_id)
+                for item in claimed:
+                    inbox.queue.put_nowait(item)
         return inbox
 
     def unsubscribe(self, trace_id: str) -> None:

@@ -416,3 +416,22 @@ async def test_backpressure_between_nodes_blocks_the_producer() -> None:
         got = [await fetch(flow) for _ in range(4)]
     assert got == ["m0", "m1", "m2", "m3"]
     assert a_seen == ["m0", "m1", "m2", "m3"]
+
+
+async def test_trace_scoped_fetch_claims_a_result_already_in_the_shared_queue() -> None:
+    """Beyond spec: a result that reached the shared queue before its trace was subscribed
+    (emitted without ``trace_id`` while dispatching is on) is found by ``fetch(trace_id=...)``.
+    """
+    rec = Recorder()
+    flow = PenguiFlow(node(echo, "a").to(), middlewares=[rec])
+    async with running(flow):
+        await flow.emit(make_msg("first"), trace_id="R")
+        assert (await fetch(flow, trace_id="R")).payload == "first"
+        await flow.emit(make_msg("late", trace_id="L"))
+        await rec.wait_for("node_success", trace_id="L")
+        async with asyncio.timeout(5):  # the dispatcher moves it within a few loop turns
+            while not flow._roundtrip.shared.qsize():
+                await asyncio.sleep(0)
+        out = await fetch(flow, trace_id="L")
+        assert out.payload == "late"
+        assert flow._roundtrip.shared.qsize() == 0

@@ -127,9 +127,8 @@ class Context:
         """
         enqueuer = self._attached()._enqueuer
         floes = self._all_out if to is None else self._resolve(to, self._outgoing)
-        for floe in floes:
-            if not enqueuer.try_put(floe, msg):
-                await enqueuer.put(floe, msg)
+        if not enqueuer.put_all_nowait(floes, msg):
+            await enqueuer.put_all(floes, msg)
 
     def emit_nowait(self, msg: Any, to: Target = None) -> None:
         """Like ``emit`` but never waits.

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .floe import Floe
     from .roundtrip import Roundtrip
     from .tasks import TaskOwner
-    from .traces import TraceRegistry
+    from .traces import TraceRecord, TraceRegistry
 
 __all__ = ["Enqueuer", "Tagged", "label_of", "trace_of"]
 
@@ -84,13 +84,55 @@ class Enqueuer:
     def try_put(self, floe: Floe, item: Any) -> bool:
         """Enqueue without waiting if there is room and no bus; return whether it did."""
         queue = floe.queue
-        if self.bus is not None or 0 < queue._maxsize <= len(queue._queue):
+        if self.bus is not None or not queue.has_room():
             return False
         item, trace_id = self._prepare(floe, item)
-        queue.put_nowait(item)
+        queue.push(item)
         if trace_id is not None:
             self.traces.count(trace_id)
         return True
+
+    def put_all_nowait(
+        self, floes: tuple[Floe, ...], item: Any, *, held: TraceRecord | None = None
+    ) -> bool:
+        """Put ``item`` on every floe at once if all have room; else put nothing.
+
+        The per-hop fast path: one room check per floe, one trace count for all. Returns False
+        (nothing done) when a floe is full, a bus is configured, or the item needs a Rookery
+        tag; the caller then takes the waiting path.
+
+        ``held`` is a handoff: the caller holds one pending count of ``item``'s trace (for the
+        input it is processing) and gives it to ``item``. Only ``len(floes) - 1`` more are
+        counted, and the caller must not finalize its input. The caller guarantees that
+        ``floes`` is not empty and that ``held`` is the record of ``item``'s trace.
+        """
+        if self.bus is not None:
+            return False
+        for floe in floes:
+            queue = floe.queue
+            if 0 < queue._maxsize <= len(queue._queue):  # inlined has_room(): once per hop
+                return False
+        trace_id = getattr(item, "trace_id", None)
+        if trace_id is None and self.roundtrip.active:
+            return False
+        for floe in floes:
+            floe.queue.push(item)
+        if held is not None:
+            held.pending += len(floes) - 1
+        elif floes and isinstance(trace_id, str):
+            self.traces.count(trace_id, len(floes))
+        return True
+
+    async def put_all(self, floes: tuple[Floe, ...], item: Any) -> None:
+        """Put ``item`` on each floe in turn, waiting for room where needed.
+
+        Cancelled while waiting: floes already served keep the item, the rest do not get it.
+        """
+        if self.put_all_nowait(floes, item):
+            return
+        for floe in floes:
+            if not self.try_put(floe, item):
+                await self.put(floe, item)
 
     async def put(self, floe: Floe, item: Any) -> None:
         """Enqueue, waiting for room; publish to the bus first when one is configured.

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import FlowError, FlowErrorCode
-from ..types import WM, FinalAnswer, Message
+from ..types import Message
 from .constants import (
     NODE_ERROR,
     NODE_FAILED,
@@ -26,10 +26,11 @@ from .constants import (
     NODE_SUCCESS,
     NODE_TIMEOUT,
 )
-from .routing import warn_if_not_message
+from .routing import is_control, warn_if_not_message
 
 if TYPE_CHECKING:
     from .enqueue import Enqueuer
+    from .traces import TraceRecord
     from .worker import Worker
 
 __all__ = ["execute"]
@@ -38,84 +39,108 @@ _DEBUG = logging.DEBUG
 _INFO = logging.INFO
 
 
-async def execute(worker: Worker, item: Any, trace_id: str | None) -> bool:
+class Failed:
+    """A failed attempt: the exception and when the attempt started (``perf_counter``)."""
+
+    __slots__ = ("error", "started")
+
+    def __init__(self, error: Exception, started: float) -> None:
+        self.error = error
+        self.started = started
+
+
+async def execute(
+    worker: Worker, item: Any, trace_id: str | None, *, failed: Failed | None = None
+) -> bool:
     """Run ``item`` through the worker's node until success or final failure.
 
+    With ``failed``, the first attempt already ran (on the worker's ordinary path) and failed:
+    its failure is reported and retries carry on from there.
+
     Returns:
-        True if the run stopped because the trace is cancelled (checked before each attempt).
+        True if the run stopped because the trace is cancelled.
 
     Raises:
         asyncio.CancelledError: the worker was cancelled (by ``stop`` or a trace cancel).
     """
+    attempt = 0
+    while True:
+        if failed is None:
+            outcome = await _attempt(worker, item, trace_id, attempt)
+            if not isinstance(outcome, Failed):
+                return outcome
+            failed = outcome
+        settled = await _after_failure(worker, trace_id, failed, attempt)
+        if settled is not None:
+            return settled
+        attempt += 1
+        failed = None
+
+
+async def _attempt(worker: Worker, item: Any, trace_id: str | None, attempt: int) -> bool | Failed:
+    """Run one attempt; return True if the trace is cancelled, False on success."""
     flow, node, ctx = worker.flow, worker.node, worker.ctx
     policy = node.policy
     sink = flow._events
-    traces = flow._traces
-    enqueuer = flow._enqueuer
+    if attempt and trace_id is not None and flow._traces.is_cancelled(trace_id):
+        return True  # the worker checked before the first attempt; retries check again
+    if sink.wants(_DEBUG) and await _announce_start(worker, trace_id, attempt):
+        return True
     registry = flow._registry
-    # Without validation the node function is called directly, saving a coroutine per hop.
-    call = node.func if registry is None or policy.validate == "none" else None
-    timeout_s = policy.timeout_s
-    attempt = 0
-    while True:
-        # The worker checked the trace before the first attempt; retries check again.
-        if attempt and trace_id is not None and traces.is_cancelled(trace_id):
-            return True
-        if sink.wants(_DEBUG) and await _announce_start(worker, trace_id, attempt):
-            return True
-        started = time.perf_counter()
-        worker.in_scope = True
-        try:
-            if timeout_s is None and call is not None:
-                result = await call(item, ctx)
-            else:
-                async with asyncio.timeout(timeout_s):
-                    result = await node.invoke(item, ctx, registry=registry)
-            if result is not None and not _route_nowait(worker, enqueuer, result):
-                await flow._router.route(node, ctx, item, result)
-        except Exception as exc:
-            error: Exception = exc
+    started = time.perf_counter()
+    worker.in_scope = True
+    try:
+        if policy.timeout_s is None and (registry is None or policy.validate == "none"):
+            result = await node.func(item, ctx)  # no validation: skip invoke's coroutine
         else:
-            if worker.trace_cancel_requested:
-                return True  # the node swallowed its trace's cancellation: no success
-            if sink.wants(_INFO):
-                latency = (time.perf_counter() - started) * 1000.0
-                await sink.emit(NODE_SUCCESS, ctx, trace_id, attempt=attempt, latency_ms=latency)
-            return False
-        finally:
-            worker.in_scope = False
-        if worker.trace_cancel_requested:
-            return True  # the node swallowed its trace's cancellation, then failed
+            async with asyncio.timeout(policy.timeout_s):
+                result = await node.invoke(item, ctx, registry=registry)
+        if result is not None and not route_nowait(worker, flow._enqueuer, result):
+            await flow._router.route(node, ctx, item, result)
+    except Exception as exc:
+        return Failed(exc, started)
+    finally:
+        worker.in_scope = False
+    if worker.trace_cancel_requested:
+        return True  # the node swallowed its trace's cancellation: no success
+    if sink.wants(_INFO):
         latency = (time.perf_counter() - started) * 1000.0
-        if not await _retry_after(worker, trace_id, error, attempt, latency):
-            return False
-        attempt += 1
+        await sink.emit(NODE_SUCCESS, ctx, trace_id, attempt=attempt, latency_ms=latency)
+    return False
 
 
-def _route_nowait(worker: Worker, enqueuer: Enqueuer, result: Any) -> bool:
-    """Route a plain result onto every outgoing floe if all have room.
+NOT_ROUTED: Final = 0
+"""``route_nowait``: nothing done; ``Router.route`` must route the result."""
+ROUTED: Final = 1
+"""``route_nowait``: the result is dealt with (routed, or dropped for a cancelled trace)."""
+HANDED_OFF: Final = 2
+"""``route_nowait``: routed, and the result took over the input's pending count."""
+
+
+def route_nowait(
+    worker: Worker, enqueuer: Enqueuer, result: Any, held: TraceRecord | None = None
+) -> int:
+    """Route a plain result onto every outgoing floe if all have room, without waiting.
+
+    With ``held`` (the record of the trace of the worker's current item), a result of that
+    same trace takes over the item's pending count instead of counting anew (see
+    ``Enqueuer.put_all_nowait``); the caller must then not finalize its item.
 
     Returns:
-        True if the result is dealt with: routed, or dropped because the node swallowed the
-        cancellation of its trace (its result counts as cancelled). False leaves controller
-        hops, final answers, a full floe or a bus to ``Router.route``.
+        ``NOT_ROUTED`` for controller hops, final answers, a full floe or a bus;
+        ``ROUTED`` when routed, or dropped because the node swallowed the cancellation of its
+        trace (its result counts as cancelled); ``HANDED_OFF`` when routed with a handoff.
     """
     if worker.trace_cancel_requested:
-        return True
+        return ROUTED
     if worker.warn_non_message and not isinstance(result, Message):
         warn_if_not_message(worker.node, result)
-    if isinstance(result, Message) and isinstance(result.payload, WM | FinalAnswer):
-        return False
-    if enqueuer.bus is not None:
-        return False
+    if isinstance(result, Message) and is_control(result.payload):
+        return NOT_ROUTED
     floes = worker.ctx._all_out
-    for floe in floes:
-        queue = floe.queue
-        if 0 < queue._maxsize <= len(queue._queue):
-            return False
-    for floe in floes:
-        enqueuer.try_put(floe, result)
-    return True
+    if held is not None and floes and getattr(result, "trace_id", None) == worker.trace_id:
+        return HANDED_OFF if enqueuer.put_all_nowait(floes, result, held=held) else NOT_ROUTED
+    return ROUTED if enqueuer.put_all_nowait(floes, result) else NOT_ROUTED
 
 
 async def _announce_start(worker: Worker, trace_id: str | None, attempt: int) -> bool:
@@ -126,13 +151,22 @@ async def _announce_start(worker: Worker, trace_id: str | None, attempt: int) ->
     return trace_id is not None and flow._traces.is_cancelled(trace_id)
 
 
-async def _retry_after(
-    worker: Worker, trace_id: str | None, error: Exception, attempt: int, latency: float
-) -> bool:
-    """Report a failed attempt, then either sleep the backoff (True: try again) or fail.
+async def _after_failure(
+    worker: Worker, trace_id: str | None, failed: Failed, attempt: int
+) -> bool | None:
+    """Report a failed attempt, then sleep the backoff before the next one, or fail for good.
 
     The backoff sleep is trace-cancellable.
+
+    Returns:
+        None to try again; otherwise ``execute``'s answer: True if the trace turned out to be
+        cancelled (the node swallowed the cancellation, then raised), False once the failure
+        is final.
     """
+    if worker.trace_cancel_requested:
+        return True
+    error = failed.error
+    latency = (time.perf_counter() - failed.started) * 1000.0
     sink, ctx, policy = worker.flow._events, worker.ctx, worker.node.policy
     await sink.emit(
         NODE_TIMEOUT if isinstance(error, TimeoutError) else NODE_ERROR,
@@ -159,7 +193,7 @@ async def _retry_after(
         await asyncio.sleep(delay)
     finally:
         worker.in_scope = False
-    return True
+    return None
 
 
 async def _fail(

@@ -93,10 +93,17 @@ class FloeQueue(asyncio.Queue[Any]):
         Raises:
             asyncio.QueueFull: the queue is full.
         """
-        queue = self._queue
-        if 0 < self._maxsize <= len(queue):
+        if 0 < self._maxsize <= len(self._queue):
             raise asyncio.QueueFull
-        queue.append(item)
+        self.push(item)
+
+    def has_room(self) -> bool:
+        """Return whether a put would not wait."""
+        return not 0 < self._maxsize <= len(self._queue)
+
+    def push(self, item: Any) -> None:
+        """Append ``item``, waking a getter; the caller has checked ``has_room``."""
+        self._queue.append(item)
         listener = self.listener
         if listener is not None:
             listener()

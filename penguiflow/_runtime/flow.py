@@ -19,7 +19,7 @@ from .enqueue import Enqueuer, Tagged, trace_of
 from .events import EventSink
 from .graph import wire
 from .roundtrip import Roundtrip
-from .routing import Router, message_output_nodes
+from .routing import Router, is_control, message_output_nodes
 from .tasks import TaskOwner
 from .traces import TraceRegistry
 from .worker import Worker
@@ -86,6 +86,10 @@ class PenguiFlow:
         )
         self._owner = TaskOwner()
         rookery = self._contexts[ROOKERY]
+        self._rookery = rookery
+        self._opensea = self._contexts[OPEN_SEA]
+        # The only Rookery floe, when there is exactly one: fetch() reads it directly.
+        self._egress = rookery._all_in[0].queue if len(rookery._all_in) == 1 else None
         shared = queue_maxsize * max(1, len(rookery._all_in)) if queue_maxsize > 0 else 0
         self._roundtrip = Roundtrip(rookery, shared)
         self._enqueuer = Enqueuer(
@@ -199,22 +203,17 @@ class PenguiFlow:
     # -- emit -----------------------------------------------------------------------------------
 
     def _is_duplicate_wm(self, msg: Any) -> bool:
-        if isinstance(msg, Message) and isinstance(msg.payload, WM):
+        if isinstance(msg, Message) and is_control(msg.payload) and isinstance(msg.payload, WM):
             record = self._traces.records.get(msg.trace_id)
             return record is not None and record.wm_hops == msg.payload.hops
         return False
 
-    async def _send(self, msg: Any, to: Target) -> int:
-        """Emit through OpenSea; return how many floes received ``msg``."""
+    def _ingress(self, msg: Any, to: Target) -> tuple[Floe, ...]:
+        """Return the ingress floes ``msg`` goes to (none for a duplicate WM)."""
         if self._is_duplicate_wm(msg):
-            return 0
-        opensea = self._contexts[OPEN_SEA]
-        floes = opensea._all_out if to is None else opensea._resolve(to, opensea._outgoing)
-        enqueuer = self._enqueuer
-        for floe in floes:
-            if not enqueuer.try_put(floe, msg):
-                await enqueuer.put(floe, msg)
-        return len(floes)
+            return ()
+        opensea = self._opensea
+        return opensea._all_out if to is None else opensea._resolve(to, opensea._outgoing)
 
     async def emit(self, msg: Any, to: Target = None, *, trace_id: str | None = None) -> None:
         """Feed ``msg`` to the ingress nodes (``to`` selects some), waiting for room.
@@ -228,7 +227,9 @@ class PenguiFlow:
             KeyError: ``to`` names a node that is not an ingress node.
         """
         if trace_id is None:
-            await self._send(msg, to)
+            floes = self._ingress(msg, to)
+            if not self._enqueuer.put_all_nowait(floes, msg):
+                await self._enqueuer.put_all(floes, msg)
             return
         if not self._running:
             raise RuntimeError(c.NOT_RUNNING)
@@ -240,9 +241,10 @@ class PenguiFlow:
         inbox = self._roundtrip.subscribe(trace_id)
         inbox.token = token
         self._roundtrip.start(self._owner)
-        sent = 0
+        sent: tuple[Floe, ...] = ()
         try:
-            sent = await self._send(msg, to)
+            sent = self._ingress(msg, to)
+            await self._enqueuer.put_all(sent, msg)
         finally:
             if not sent and inbox.fetchers == 0:
                 self._roundtrip.unsubscribe(trace_id)
@@ -297,8 +299,10 @@ class PenguiFlow:
             if from_ is not None:
                 raise RuntimeError(c.FETCH_FROM_DISPATCH)
             item = await roundtrip.shared.get()
+        elif from_ is None and self._egress is not None and self._egress._queue:
+            item = self._egress.get_nowait()  # the common case, without a fetch coroutine
         else:
-            item = await self._contexts[ROOKERY].fetch(from_)
+            item = await self._rookery.fetch(from_)
         trace_id = trace_of(item)
         if trace_id is not None and self._traces.finalize(trace_id):
             await self._announce_cancel_finish(trace_id)

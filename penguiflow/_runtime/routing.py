@@ -17,7 +17,24 @@ if TYPE_CHECKING:
     from .enqueue import Enqueuer
     from .traces import TraceRegistry
 
-__all__ = ["Router", "message_output_nodes"]
+__all__ = ["Router", "is_control", "message_output_nodes"]
+
+# isinstance() against a pydantic model class is slow for non-instances (the model metaclass
+# runs its own instance check), and routing asks "is this payload a WM or a FinalAnswer?" at
+# every hop. The answer depends on the payload's type only, so it is cached per type.
+_CONTROL_TYPES: dict[type, bool] = {WM: True, FinalAnswer: True}
+_CONTROL_CACHE_LIMIT = 4096
+
+
+def is_control(payload: object) -> bool:
+    """Return whether ``payload`` is a ``WM`` or a ``FinalAnswer`` (controller traffic)."""
+    kind = type(payload)
+    known = _CONTROL_TYPES.get(kind)
+    if known is None:
+        known = issubclass(kind, (WM, FinalAnswer))
+        if len(_CONTROL_TYPES) < _CONTROL_CACHE_LIMIT:
+            _CONTROL_TYPES[kind] = known
+    return known
 
 
 def message_output_nodes(nodes: list[Node], registry: ModelRegistry | None) -> frozenset[Node]:
@@ -62,14 +79,13 @@ class Router:
         Raises:
             KeyError: a controller hop needs a self-edge the node does not have.
         """
-        if isinstance(result, Message):
+        if isinstance(result, Message) and is_control(result.payload):
             payload = result.payload
             if isinstance(payload, WM):
                 await self._hop(node, ctx, incoming, result, payload)
-                return
-            if isinstance(payload, FinalAnswer):
+            else:
                 await self.deliver(ctx, result)
-                return
+            return
         await ctx.emit(result)
 
     async def _hop(self, node: Node, ctx: Context, incoming: Any, result: Message, wm: WM) -> None:
@@ -106,7 +122,7 @@ class Router:
             await self.enqueuer.append_buffer(self.rookery, item)
         elif not self.enqueuer.try_put(floe, item):
             await self.enqueuer.put(floe, item)
-        if isinstance(item, Message) and isinstance(item.payload, WM):
+        if isinstance(item, Message) and is_control(item.payload) and isinstance(item.payload, WM):
             record = self.traces.records.get(item.trace_id)
             if record is not None:
                 record.wm_hops = item.payload.hops

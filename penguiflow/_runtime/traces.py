@@ -57,14 +57,14 @@ class TraceRegistry:
         self.records: dict[str, TraceRecord] = {}
         self.flags: dict[str, asyncio.Event] = {}
 
-    def count(self, trace_id: str) -> None:
-        """Count one more pending item for ``trace_id``; the first creates its record."""
+    def count(self, trace_id: str, items: int = 1) -> None:
+        """Count ``items`` (>= 1) more pending items; the first count creates the record."""
         record = self.records.get(trace_id)
         if record is None:
             record = self.records[trace_id] = TraceRecord()
             if trace_id not in self.flags:
                 self.flags[trace_id] = asyncio.Event()
-        record.pending += 1
+        record.pending += items
 
     def finalize(self, trace_id: str) -> bool:
         """Count one pending item of ``trace_id`` as done.

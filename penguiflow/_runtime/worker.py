@@ -1,19 +1,28 @@
 """The per-node worker loop, and how one trace is cancelled without killing the worker.
 
-Design note: node invocations run inline in the worker task (no task per message). To cancel
-the invocation of one trace, ``cancel_trace`` marks the worker and cancels its task; the
-``CancelledError`` surfaces in the node, and the worker, seeing its mark, consumes that one
-cancellation with ``Task.uncancel()`` and carries on with its next item. A cancellation that
-is not ours (``stop()``), or that arrives together with ours, still propagates. The mark is set
-only while the worker is inside the cancellable scope (node call, routing, backoff) for that
-very trace, so a trace cancel can never land in event dispatch or in the fetch of the next item.
+Design note (cancellation): node invocations run inline in the worker task (no task per
+message). To cancel the invocation of one trace, ``cancel_trace`` marks the worker and cancels
+its task; the ``CancelledError`` surfaces in the node, and the worker, seeing its mark,
+consumes that one cancellation with ``Task.uncancel()`` and carries on with its next item. A
+cancellation that is not ours (``stop()``), or that arrives together with ours, still
+propagates. The mark is set only while the worker is inside the cancellable scope (node call,
+routing, backoff) for that very trace, so a trace cancel can never land in event dispatch or
+in the fetch of the next item.
+
+Design note (speed): most items are *ordinary*: nothing observes events, the message has no
+deadline, its trace is not cancelled, the node has no timeout and no validation. ``_serve``
+runs those inline (no coroutine per item besides the node's own) and routes plain results
+with one synchronous put. Everything else, and an ordinary item whose node raised, goes
+through ``_process``, the general path, where ``execution.execute`` owns attempts, timeouts,
+retries and the error boundary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..types import FinalAnswer, Message
 from .constants import (
@@ -26,8 +35,9 @@ from .constants import (
     logger,
 )
 from .enqueue import trace_of
-from .execution import execute
+from .execution import HANDED_OFF, Failed, execute, route_nowait
 from .roundtrip import current_trace
+from .traces import TraceRecord
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -35,6 +45,12 @@ if TYPE_CHECKING:
     from .flow import PenguiFlow
 
 __all__ = ["Worker"]
+
+_SLOW: Final = TraceRecord()
+"""``_admit``'s answer for an item that needs the general path (never a live record)."""
+_UNTRACED: Final = TraceRecord()
+"""Stands in for the record of an item without a trace on the ordinary path, so that the
+loop needs no special case: its counts balance out and nobody reads them."""
 
 
 class Worker:
@@ -44,6 +60,7 @@ class Worker:
         "ctx",
         "flow",
         "in_scope",
+        "item",
         "node",
         "started",
         "task",
@@ -57,6 +74,8 @@ class Worker:
         self.node = node
         self.ctx = ctx
         self.task: asyncio.Task[None] | None = None
+        self.item: Any = None
+        """The item being processed (user data), kept for fault recovery."""
         self.trace_id: str | None = None
         """Trace of the item being processed."""
         self.in_scope = False
@@ -82,31 +101,112 @@ class Worker:
         return True
 
     async def run(self) -> None:
-        """Process items until cancelled; emits ``node_cancelled`` on the way out."""
+        """Process items until cancelled; emits ``node_cancelled`` on the way out.
+
+        A fault of the runtime itself while handling an item is reported and the loop resumes.
+        """
         self.started = True
-        ctx = self.ctx
-        floes = ctx._all_in
-        single = floes[0].queue if len(floes) == 1 else None
         try:
             while True:
-                # Fast path: take a queued item without the coroutine round of fetch.
-                if single is not None and single._queue and not ctx._buffer:
-                    item = single.get_nowait()
-                else:
-                    item = await ctx._next()
                 try:
-                    await self._process(item)
+                    await self._serve()
                 except Exception as exc:
-                    await self._recover(item, exc)
+                    await self._recover(exc)
         except asyncio.CancelledError:
-            await self.flow._events.emit(NODE_CANCELLED, ctx, None)
+            await self.flow._events.emit(NODE_CANCELLED, self.ctx, None)
             raise
 
-    async def _process(self, item: Any) -> None:
-        flow = self.flow
-        trace_id = trace_of(item)
+    async def _serve(self) -> None:
+        flow, ctx, node = self.flow, self.ctx, self.node
+        traces, enqueuer, router = flow._traces, flow._enqueuer, flow._router
+        floes = ctx._all_in
+        single = floes[0].queue if len(floes) == 1 else None
+        while True:
+            if single is not None and single._queue and not ctx._buffer:
+                item = single.get_nowait()  # an item is queued: no fetch coroutine
+            else:
+                item = await ctx._next()
+            self.item = item
+            record = self._admit(item)
+            if record is _SLOW:
+                await self._process(item)
+                continue
+            # The ordinary path: one attempt, inline.
+            trace_id = self.trace_id
+            record.inflight += 1
+            started = time.perf_counter()
+            outcome: object = None
+            routed = 0
+            self.in_scope = True
+            try:
+                result = await node.func(item, ctx)
+                if result is not None:
+                    routed = route_nowait(self, enqueuer, result, record)
+                    if not routed:
+                        await router.route(node, ctx, item, result)
+            except asyncio.CancelledError:
+                if not self._consume_trace_cancel():
+                    raise
+                outcome = _CANCELLED
+            except Exception as exc:
+                outcome = Failed(exc, started)
+            finally:
+                self.in_scope = False
+                record.inflight -= 1
+            if outcome is not None or self.trace_cancel_requested:
+                await self._settle(item, trace_id, outcome)
+            self.trace_id = self.item = None
+            # After a handoff the output carries the input's pending count: nothing to finalize.
+            if routed != HANDED_OFF and trace_id is not None and traces.finalize(trace_id):
+                await flow._announce_cancel_finish(trace_id)
+
+    def _admit(self, item: Any) -> TraceRecord:
+        """Start on ``item`` and tell which path it takes.
+
+        Returns:
+            ``_SLOW`` for the general path; else, for the ordinary path, the item's trace
+            record (``_UNTRACED`` when the item has no trace).
+        """
+        trace_id = getattr(item, "trace_id", None)
+        if type(trace_id) is not str:
+            trace_id = None  # only string trace ids are counted (see enqueue.trace_of)
         self.trace_id = trace_id
         current_trace.set(trace_id)
+        flow = self.flow
+        policy = self.node.policy
+        sink = flow._events
+        if (
+            policy.timeout_s is not None
+            or (flow._registry is not None and policy.validate != "none")
+            or (isinstance(item, Message) and item.deadline_s is not None)
+            or sink.middlewares
+            or sink.store is not None
+            or logger.isEnabledFor(logging.INFO)  # INFO off implies DEBUG off
+        ):
+            return _SLOW
+        if trace_id is None:
+            return _UNTRACED
+        flag = flow._traces.flags.get(trace_id)
+        if flag is not None and flag.is_set():
+            return _SLOW
+        return flow._traces.records.get(trace_id) or _SLOW
+
+    async def _settle(self, item: Any, trace_id: str | None, outcome: Any) -> None:
+        """Finish an ordinary item whose attempt did not simply succeed."""
+        if isinstance(outcome, Failed):
+            # Hand the failure to the general path: events, retries, the error boundary.
+            await self._execute(item, trace_id, failed=outcome)
+            return
+        if self.trace_cancel_requested:
+            self._consume_trace_cancel()  # the node swallowed its trace's cancellation
+        elif outcome is not _CANCELLED:
+            return
+        await self.flow._events.emit(NODE_TRACE_CANCELLED, self.ctx, trace_id)
+
+    async def _process(self, item: Any) -> None:
+        """The general path for one item (``_admit`` already set the trace)."""
+        flow = self.flow
+        trace_id = self.trace_id
         if (
             isinstance(item, Message)
             and item.deadline_s is not None
@@ -116,27 +216,37 @@ class Worker:
         elif trace_id is not None and flow._traces.is_cancelled(trace_id):
             await flow._events.emit(TRACE_CANCEL_DROP, self.ctx, trace_id)
         else:
-            record = flow._traces.records.get(trace_id) if trace_id is not None else None
-            if record is not None:
-                record.inflight += 1
-            try:
-                cancelled = await execute(self, item, trace_id)
-            except asyncio.CancelledError:
-                if not self._consume_trace_cancel():
-                    raise
-                cancelled = True
-            finally:
-                if record is not None:
-                    record.inflight -= 1
-            if self.trace_cancel_requested:
-                # The node swallowed the CancelledError meant for its trace.
-                self._consume_trace_cancel()
-                cancelled = True
-            if cancelled:
-                await flow._events.emit(NODE_TRACE_CANCELLED, self.ctx, trace_id)
-        self.trace_id = None
+            await self._execute(item, trace_id)
+        self.trace_id = self.item = None
         if trace_id is not None and flow._traces.finalize(trace_id):
             await flow._announce_cancel_finish(trace_id)
+
+    async def _execute(
+        self,
+        item: Any,
+        trace_id: str | None,
+        *,
+        failed: Failed | None = None,
+    ) -> None:
+        """Run ``execute`` within the trace-cancel scope, counting the invocation in flight."""
+        record = self.flow._traces.records.get(trace_id) if trace_id is not None else None
+        if record is not None:
+            record.inflight += 1
+        try:
+            cancelled = await execute(self, item, trace_id, failed=failed)
+        except asyncio.CancelledError:
+            if not self._consume_trace_cancel():
+                raise
+            cancelled = True
+        finally:
+            if record is not None:
+                record.inflight -= 1
+        if self.trace_cancel_requested:
+            # The node swallowed the CancelledError meant for its trace.
+            self._consume_trace_cancel()
+            cancelled = True
+        if cancelled:
+            await self.flow._events.emit(NODE_TRACE_CANCELLED, self.ctx, trace_id)
 
     def _consume_trace_cancel(self) -> bool:
         if not self.trace_cancel_requested:
@@ -157,13 +267,14 @@ class Worker:
             payload = FinalAnswer(text=DEADLINE_EXCEEDED_TEXT)
         await flow._router.deliver(self.ctx, item.model_copy(update={"payload": payload}))
 
-    async def _recover(self, item: Any, exc: Exception) -> None:
+    async def _recover(self, exc: Exception) -> None:
         """A fault of the runtime itself (not of the node): report it and keep serving."""
         logger.error(
             WORKER_RESTARTED,
             exc_info=exc,
             extra={"event": WORKER_RESTARTED, "node_name": self.node.name},
         )
+        item, self.item = self.item, None
         self.in_scope = False
         self.trace_id = None
         trace_id = trace_of(item)
@@ -172,3 +283,7 @@ class Worker:
         )
         if trace_id is not None and self.flow._traces.finalize(trace_id):
             await self.flow._announce_cancel_finish(trace_id)
+
+
+_CANCELLED: Final = object()
+"""Outcome of an ordinary attempt stopped by its trace's cancellation."""

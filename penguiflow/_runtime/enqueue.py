@@ -112,14 +112,17 @@ class Enqueuer:
             queue = floe.queue
             if 0 < queue._maxsize <= len(queue._queue):  # inlined has_room(): once per hop
                 return False
+        if held is not None:  # the caller vouches for the trace: no lookup, no tag needed
+            for floe in floes:
+                floe.queue.push(item)
+            held.pending += len(floes) - 1
+            return True
         trace_id = getattr(item, "trace_id", None)
         if trace_id is None and self.roundtrip.active:
             return False
         for floe in floes:
             floe.queue.push(item)
-        if held is not None:
-            held.pending += len(floes) - 1
-        elif floes and isinstance(trace_id, str):
+        if floes and isinstance(trace_id, str):
             self.traces.count(trace_id, len(floes))
         return True
 

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 __all__ = ["EventSink"]
 
+# The per-level answers Logger.isEnabledFor keeps (CPython's logging since 3.7); None if a
+# logging implementation has no such cache, and then the method is called.
+_LEVEL_CACHE: dict[int, bool] | None = getattr(logger, "_cache", None)
+
 ExcInfo = BaseException | None
 
 
@@ -48,6 +52,20 @@ class EventSink:
     def wants(self, level: int) -> bool:
         """Return whether an event at ``level`` would be observed by anything."""
         return bool(self.middlewares) or self.store is not None or logger.isEnabledFor(level)
+
+    def quiet(self) -> bool:
+        """Return whether no event at all (INFO or below included) would be observed.
+
+        Called per item on the hot path. ``Logger.isEnabledFor`` answers from the logger's
+        own cache, which logging clears on every level change; reading that cache first
+        saves the method call (INFO off implies DEBUG off).
+        """
+        if self.middlewares or self.store is not None:
+            return False
+        enabled = _LEVEL_CACHE.get(logging.INFO) if _LEVEL_CACHE is not None else None
+        if enabled is None:
+            enabled = logger.isEnabledFor(logging.INFO)
+        return logger.disabled or not enabled
 
     def build(
         self,

@@ -21,7 +21,7 @@ from .graph import wire
 from .roundtrip import Roundtrip
 from .routing import Router, is_control, message_output_nodes
 from .tasks import TaskOwner
-from .traces import TraceRegistry
+from .traces import TraceFlags, TraceRegistry
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -91,12 +91,13 @@ class PenguiFlow:
         # The only Rookery floe, when there is exactly one: fetch() reads it directly.
         self._egress = rookery._all_in[0].queue if len(rookery._all_in) == 1 else None
         shared = queue_maxsize * max(1, len(rookery._all_in)) if queue_maxsize > 0 else 0
-        self._roundtrip = Roundtrip(rookery, shared)
+        self._roundtrip = Roundtrip(rookery, shared, self._current_trace)
         self._enqueuer = Enqueuer(
             traces=self._traces, roundtrip=self._roundtrip, owner=self._owner, bus=message_bus
         )
         self._router = Router(rookery=rookery, enqueuer=self._enqueuer, traces=self._traces)
         self._workers = [Worker(self, node, self._contexts[node]) for node in self._nodes]
+        self._worker_of: dict[asyncio.Task[Any], Worker] = {}
         self._registry: ModelRegistry | None = None
         self._running = False
 
@@ -108,8 +109,8 @@ class PenguiFlow:
         return self._owner.workers
 
     @property
-    def _trace_events(self) -> dict[str, asyncio.Event]:
-        """Cancel flag per live trace; callers may insert an already-set Event."""
+    def _trace_events(self) -> TraceFlags:
+        """Cancel flag per live trace (a dict); callers may insert an already-set Event."""
         return self._traces.flags
 
     @property
@@ -148,6 +149,7 @@ class PenguiFlow:
             worker.task = self._owner.start_worker(
                 worker.run(), name=f"penguiflow:{worker.node.name}"
             )
+            self._worker_of[worker.task] = worker
 
     async def stop(self) -> None:
         """Cancel and await every task of the flow and forget all per-trace state.
@@ -160,6 +162,7 @@ class PenguiFlow:
             return
         self._running = False
         await self._owner.shutdown()
+        self._worker_of.clear()
         for worker in self._workers:
             if not worker.started:
                 # Cancelled before its first step, so it could not say so itself.
@@ -193,6 +196,12 @@ class PenguiFlow:
                 c.FLOE_DRAINED, rookery, None, extra={"dropped": len(leftovers), "source": None}
             )
 
+    def _current_trace(self) -> str | None:
+        """Return the trace of the item the calling worker is processing, if any."""
+        task = asyncio.current_task()
+        worker = self._worker_of.get(task) if task is not None else None
+        return worker.trace_id if worker is not None else None
+
     def _is_running(self) -> bool:
         return self._running
 
@@ -202,15 +211,15 @@ class PenguiFlow:
 
     # -- emit -----------------------------------------------------------------------------------
 
-    def _is_duplicate_wm(self, msg: Any) -> bool:
-        if isinstance(msg, Message) and is_control(msg.payload) and isinstance(msg.payload, WM):
+    def _is_duplicate_wm(self, msg: Message) -> bool:
+        if isinstance(msg.payload, WM):
             record = self._traces.records.get(msg.trace_id)
             return record is not None and record.wm_hops == msg.payload.hops
         return False
 
     def _ingress(self, msg: Any, to: Target) -> tuple[Floe, ...]:
         """Return the ingress floes ``msg`` goes to (none for a duplicate WM)."""
-        if self._is_duplicate_wm(msg):
+        if isinstance(msg, Message) and is_control(msg.payload) and self._is_duplicate_wm(msg):
             return ()
         opensea = self._opensea
         return opensea._all_out if to is None else opensea._resolve(to, opensea._outgoing)
@@ -258,7 +267,7 @@ class PenguiFlow:
         """
         if trace_id is not None:
             raise RuntimeError(c.EMIT_NOWAIT_TRACE)
-        if self._is_duplicate_wm(msg):
+        if isinstance(msg, Message) and self._is_duplicate_wm(msg):
             return
         self._contexts[OPEN_SEA].emit_nowait(msg, to)
 
@@ -303,8 +312,8 @@ class PenguiFlow:
             item = self._egress.get_nowait()  # the common case, without a fetch coroutine
         else:
             item = await self._rookery.fetch(from_)
-        trace_id = trace_of(item)
-        if trace_id is not None and self._traces.finalize(trace_id):
+        trace_id = getattr(item, "trace_id", None)
+        if isinstance(trace_id, str) and self._traces.finalize(trace_id):  # trace_of(), inlined
             await self._announce_cancel_finish(trace_id)
         return item.item if isinstance(item, Tagged) else item
 
@@ -456,6 +465,7 @@ class PenguiFlow:
             "publishes": len(self._owner.publishes),
             "external": len(self._owner.external),
             "stream_counters": sum(len(x._stream_seqs) for x in self._contexts.values()),
+            "worker_index": len(self._worker_of),
         }
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +20,12 @@ from .enqueue import Tagged, trace_of
 from .floe import FloeQueue
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .context import Context
     from .tasks import TaskOwner
 
-__all__ = ["KeyedLocks", "Roundtrip", "current_trace"]
-
-#: The trace whose item the running node invocation is processing.
-current_trace: ContextVar[str | None] = ContextVar("penguiflow_current_trace", default=None)
+__all__ = ["KeyedLocks", "Roundtrip"]
 
 
 class KeyedLocks:
@@ -100,10 +98,15 @@ class Inbox:
 class Roundtrip:
     """Subscriptions and the dispatcher of trace-scoped fetching."""
 
-    __slots__ = ("active", "dispatcher", "inboxes", "locks", "rookery", "shared")
+    __slots__ = ("active", "current_trace", "dispatcher", "inboxes", "locks", "rookery", "shared")
 
-    def __init__(self, rookery: Context, shared_size: int) -> None:
+    def __init__(
+        self, rookery: Context, shared_size: int, current_trace: Callable[[], str | None]
+    ) -> None:
         self.rookery = rookery
+        # Which trace the calling code is working for: asked only when an item needs a tag,
+        # so that the hot path keeps no per-item "current trace" state.
+        self.current_trace = current_trace
         self.active = False
         self.dispatcher: asyncio.Task[None] | None = None
         self.inboxes: dict[str, Inbox] = {}
@@ -112,7 +115,7 @@ class Roundtrip:
 
     def tag(self, item: Any) -> Tagged | None:
         """Tag a trace-less Rookery item with the current trace, if that trace is subscribed."""
-        trace_id = current_trace.get()
+        trace_id = self.current_trace()
         if trace_id is not None and trace_id in self.inboxes:
             return Tagged(item, trace_id)
         return None

@@ -5,18 +5,22 @@ floe, in the Rookery buffer, or being processed). The record, its cancel flag, i
 and its stream counters are dropped the moment the count reaches zero, so nothing per trace
 outlives the trace. All operations are O(1) dict work except ``cancel`` purges, which the
 caller performs.
+
+Every live trace has a cancel flag (an ``asyncio.Event``) in ``flags``, the dict the flow
+exposes as ``_trace_events``; but the Event object is made only when someone reads it (see
+``TraceFlags``), so that a trace nobody cancels or watches costs no Event.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["TraceRecord", "TraceRegistry"]
+__all__ = ["TraceFlags", "TraceRecord", "TraceRegistry"]
 
 
 @dataclass(slots=True)
@@ -55,7 +59,7 @@ class TraceRegistry:
         self.generation = 0
         """Bumped by ``clear``, so that waiters can tell a stop from a release."""
         self.records: dict[str, TraceRecord] = {}
-        self.flags: dict[str, asyncio.Event] = {}
+        self.flags = TraceFlags()
 
     def count(self, trace_id: str, items: int = 1) -> None:
         """Count ``items`` (>= 1) more pending items; the first count creates the record."""
@@ -63,7 +67,7 @@ class TraceRegistry:
         if record is None:
             record = self.records[trace_id] = TraceRecord()
             if trace_id not in self.flags:
-                self.flags[trace_id] = asyncio.Event()
+                dict.__setitem__(self.flags, trace_id, None)  # an unread flag (TraceFlags)
         record.pending += items
 
     def finalize(self, trace_id: str) -> bool:
@@ -85,7 +89,7 @@ class TraceRegistry:
 
     def _forget(self, trace_id: str, record: TraceRecord) -> bool:
         del self.records[trace_id]
-        flag = self.flags.pop(trace_id, None)
+        flag = dict.pop(self.flags, trace_id, None)
         _release(record)
         return flag is not None and flag.is_set()
 
@@ -101,12 +105,12 @@ class TraceRegistry:
 
     def is_cancelled(self, trace_id: str) -> bool:
         """Return whether the cancel flag of ``trace_id`` is set."""
-        flag = self.flags.get(trace_id)
+        flag = dict.get(self.flags, trace_id)
         return flag is not None and flag.is_set()
 
     def ensure_flag(self, trace_id: str) -> asyncio.Event:
         """Return the cancel flag of ``trace_id``, creating it if needed."""
-        flag = self.flags.get(trace_id)
+        flag: asyncio.Event | None = self.flags.get(trace_id)  # makes a live trace's flag
         if flag is None:
             flag = self.flags[trace_id] = asyncio.Event()
         return flag
@@ -172,6 +176,76 @@ class TraceRegistry:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.records)
+
+
+class TraceFlags(dict[str, "asyncio.Event | None"]):
+    """The cancel flags of a flow (its ``_trace_events``): a dict with one entry per live trace.
+
+    The runtime adds a trace's entry on its first enqueue as ``None``, a placeholder that the
+    reading methods (``[]``, ``get``, ``setdefault``, ``pop``, ``values``, ``items``...)
+    replace with a fresh ``asyncio.Event`` on first read, so no Event is made for traces that
+    nobody cancels or watches. The runtime itself reads raw values (``dict.get``): a
+    placeholder means "not cancelled". Callers may insert their own Event, e.g. an
+    already-set one to mark a trace cancelled before its first message arrives.
+    """
+
+    __slots__ = ()
+
+    def _made(self, trace_id: str) -> asyncio.Event:
+        flag = asyncio.Event()
+        dict.__setitem__(self, trace_id, flag)
+        return flag
+
+    def __getitem__(self, trace_id: str) -> asyncio.Event:
+        flag = dict.__getitem__(self, trace_id)
+        return flag if flag is not None else self._made(trace_id)
+
+    def get(self, trace_id: str, default: Any = None) -> Any:
+        flag = dict.get(self, trace_id, _ABSENT)
+        if flag is _ABSENT:
+            return default
+        return flag if flag is not None else self._made(trace_id)
+
+    def setdefault(self, trace_id: str, default: Any = None) -> Any:
+        if trace_id in self:
+            return self[trace_id]
+        dict.__setitem__(self, trace_id, default)
+        return default
+
+    def pop(self, trace_id: str, *default: Any) -> Any:
+        flag = dict.pop(self, trace_id, *default)
+        return flag if flag is not None else asyncio.Event()
+
+    def popitem(self) -> tuple[str, asyncio.Event]:
+        trace_id, flag = dict.popitem(self)
+        return trace_id, flag if flag is not None else asyncio.Event()
+
+    def _make_all(self) -> None:
+        for trace_id in [t for t, flag in dict.items(self) if flag is None]:
+            self._made(trace_id)
+
+    def values(self) -> Any:
+        self._make_all()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._make_all()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, asyncio.Event]:  # type: ignore[override]
+        self._make_all()
+        return dict(dict.items(self))  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        self._make_all()
+        return dict.__eq__(self, other)
+
+    def __repr__(self) -> str:
+        self._make_all()
+        return f"{dict.__repr__(self)}"
+
+
+_ABSENT: Any = object()
 
 
 def _release(record: TraceRecord) -> None:

@@ -20,7 +20,6 @@ retries and the error boundary.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,7 +35,6 @@ from .constants import (
 )
 from .enqueue import trace_of
 from .execution import HANDED_OFF, Failed, execute, route_nowait
-from .roundtrip import current_trace
 from .traces import TraceRecord
 
 if TYPE_CHECKING:
@@ -168,25 +166,21 @@ class Worker:
             record (``_UNTRACED`` when the item has no trace).
         """
         trace_id = getattr(item, "trace_id", None)
-        if type(trace_id) is not str:
+        if not isinstance(trace_id, str):
             trace_id = None  # only string trace ids are counted (see enqueue.trace_of)
         self.trace_id = trace_id
-        current_trace.set(trace_id)
         flow = self.flow
         policy = self.node.policy
-        sink = flow._events
         if (
             policy.timeout_s is not None
             or (flow._registry is not None and policy.validate != "none")
             or (isinstance(item, Message) and item.deadline_s is not None)
-            or sink.middlewares
-            or sink.store is not None
-            or logger.isEnabledFor(logging.INFO)  # INFO off implies DEBUG off
+            or not flow._events.quiet()
         ):
             return _SLOW
         if trace_id is None:
             return _UNTRACED
-        flag = flow._traces.flags.get(trace_id)
+        flag = dict.get(flow._traces.flags, trace_id)  # raw: an unread flag is None
         if flag is not None and flag.is_set():
             return _SLOW
         return flow._traces.records.get(trace_id) or _SLOW

@@ -7,6 +7,7 @@ with ``asyncio.timeout`` so a deadlock fails fast instead of hanging the suite.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 import contextlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -198,3 +199,31 @@ class Recorder:
                     return found[count - 1]
                 self._changed.clear()
                 await self._changed.wait()
+
+
+async def settled(flow: PenguiFlow, timeout: float = TIMEOUT) -> None:
+    """Wait until every trace of ``flow`` is fully accounted (nothing pending anywhere).
+
+    For flows without observers, where no event tells when the last node finished: the loop
+    yields until the trace registry is empty, and fails after ``timeout`` seconds, which is
+    also what a miscounted trace (one that never reaches zero) looks like.
+    """
+    async with asyncio.timeout(timeout):
+        while flow._traces.records:
+            await asyncio.sleep(0)
+
+
+def assert_accounted(flow: PenguiFlow) -> None:
+    """Check the accounting invariant: each trace's pending count equals its items queued on
+    floes plus those a worker is processing right now (read between worker steps)."""
+    expected: Counter[str] = Counter()
+    for each in flow._floes:
+        for item in each.queue._queue:
+            trace = getattr(item, "trace_id", None)
+            if isinstance(trace, str):
+                expected[trace] += 1
+    for worker in flow._workers:
+        if worker.item is not None and worker.trace_id is not None:
+            expected[worker.trace_id] += 1
+    actual = {trace: record.pending for trace, record in flow._traces.records.items()}
+    assert actual == dict(expected), f"pending counts {actual} != in transit {dict(expected)}"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from penguiflow.core import OPEN_SEA, ROOKERY, Context, Floe, PenguiFlow
 
-from .helpers import Recorder, echo, fetch, make_msg, node, running
+from .helpers import Gate, Recorder, echo, fetch, make_msg, node, running
 
 
 async def test_contexts_cover_nodes_and_endpoints() -> None:
@@ -78,3 +79,73 @@ def test_context_outgoing_is_keyed_by_target() -> None:
     assert set(outgoing) == {b, c}
     assert outgoing[b].target is b
     assert outgoing[c].source is a
+
+
+async def test_trace_events_is_a_dict_of_events_for_live_traces() -> None:
+    """Every live trace has an Event in ``_trace_events`` whichever way it is read; no
+    placeholder of the lazy flag ever shows, and the entry goes when the trace ends."""
+    gate = Gate()
+
+    async def hold(msg: Any, ctx: Any) -> Any:
+        await gate.pass_()
+        return msg
+
+    flow = PenguiFlow(node(hold, "a").to())
+    async with running(flow):
+        await flow.emit(make_msg("x", trace_id="t1"))
+        await flow.emit(make_msg("y", trace_id="t2"))
+        await gate.wait_entered()
+        events = flow._trace_events
+        assert isinstance(events, dict)
+        assert "t1" in events and "t2" in events and len(events) == 2
+        assert sorted(events) == ["t1", "t2"]
+        first = events["t1"]
+        assert isinstance(first, asyncio.Event) and not first.is_set()
+        assert events["t1"] is first and events.get("t1") is first
+        assert all(isinstance(flag, asyncio.Event) for flag in events.values())
+        assert all(isinstance(flag, asyncio.Event) for _, flag in events.items())
+        assert isinstance(events.setdefault("t2", asyncio.Event()), asyncio.Event)
+        assert events.get("nope") is None and "nope" not in events
+        gate.open()
+        assert (await fetch(flow)).payload == "x"
+        assert (await fetch(flow)).payload == "y"
+        assert "t1" not in events and len(events) == 0
+
+
+async def test_setting_a_read_flag_cancels_the_trace() -> None:
+    """The Event handed out by ``_trace_events`` is the trace's real cancel flag."""
+    rec = Recorder()
+    gate = Gate()
+
+    async def hold(msg: Any, ctx: Any) -> Any:
+        await gate.pass_()
+        return msg
+
+    flow = PenguiFlow(node(hold, "a").to(), middlewares=[rec])
+    async with running(flow):
+        await flow.emit(make_msg("x", trace_id="t1"))
+        await flow.emit(make_msg("y", trace_id="t1"))
+        await gate.wait_entered()
+        flow._trace_events["t1"].set()
+        gate.open()
+        await rec.wait_for("trace_cancel_drop", trace_id="t1")
+
+
+async def test_a_str_subclass_trace_id_is_counted_and_released() -> None:
+    """A trace id that is an instance of a str subclass (on a non-Message item; pydantic makes
+    Message ids plain strings) is accounted like a plain string on every path."""
+
+    class TraceId(str):
+        pass
+
+    class Item:
+        def __init__(self, trace_id: str) -> None:
+            self.trace_id = trace_id
+
+    flow = PenguiFlow(node(echo, "a").to(node(echo, "b")), node(echo, "b2").to())
+    async with running(flow):
+        item = Item(TraceId("t1"))
+        await flow.emit(item)
+        assert await fetch(flow) is item
+        assert await fetch(flow) is item
+        assert not flow._traces.records

@@ -19,7 +19,16 @@ from penguiflow.core import PenguiFlow
 from penguiflow.errors import FlowError
 from penguiflow.types import Message
 
-from .helpers import Recorder, make_msg, node, rookery_empty, running, within
+from .helpers import (
+    Recorder,
+    assert_accounted,
+    make_msg,
+    node,
+    rookery_empty,
+    running,
+    settled,
+    within,
+)
 
 if TYPE_CHECKING:
     from penguiflow.metrics import FlowEvent
@@ -159,6 +168,41 @@ async def test_no_message_vanishes(plan: Plan) -> None:
     assert not flow._tasks
     current = asyncio.current_task()
     assert [t for t in asyncio.all_tasks() if t is not current and not t.done()] == []
+
+
+@PROPERTY_SETTINGS
+@given(plan=plans())
+async def test_no_message_vanishes_on_the_ordinary_path(plan: Plan) -> None:
+    """The same property with nothing observing events, so every item takes the worker's
+    ordinary (inline) path with pending-count handoffs. Every output and FlowError arrives,
+    and every trace's count matches what is in transit whenever the test looks, then returns
+    to zero: a miscounted handoff breaks ``assert_accounted`` or never ``settled``."""
+    flow, _ = build(plan)
+    expected: Counter[tuple[str, str, int]] = Counter()
+    for k, payload in enumerate(plan.payloads):
+        for r in roots(plan):
+            for (kind, i), count in expected_outcomes(plan, r, payload).items():
+                if kind in ("out", "error"):
+                    expected[(f"t{k}", kind, i)] += count
+
+    async def produce() -> None:
+        for k, payload in enumerate(plan.payloads):
+            await flow.emit(make_msg(payload, trace_id=f"t{k}"))
+
+    got: Counter[tuple[str, str, int]] = Counter()
+    async with running(flow):
+        producer = asyncio.create_task(produce())
+        for _ in range(sum(expected.values())):
+            item = await within(flow.fetch())
+            assert_accounted(flow)
+            if isinstance(item, FlowError):
+                got[(item.trace_id, "error", int(item.node_name[1:]))] += 1
+            else:
+                got[(item.trace_id, "out", item.meta["last"])] += 1
+        await within(producer)
+        await settled(flow)
+        assert rookery_empty(flow)
+    assert got == expected
 
 
 @PROPERTY_SETTINGS

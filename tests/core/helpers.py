@@ -7,8 +7,8 @@ with ``asyncio.timeout`` so a deadlock fails fast instead of hanging the suite.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 import contextlib
+from collections import Counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from penguiflow.core import OPEN_SEA, ROOKERY, PenguiFlow

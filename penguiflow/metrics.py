@@ -10,6 +10,9 @@ from typing import Any
 
 __all__ = ["FlowEvent"]
 
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+"""An immutable empty ``extra``; events built with it skip the defensive copy."""
+
 
 @dataclass(frozen=True, slots=True)
 class FlowEvent:
@@ -51,7 +54,9 @@ class FlowEvent:
 
     def __post_init__(self) -> None:
         # Frozen: a copy behind a read-only proxy, so no caller can mutate what observers see.
-        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+        # The runtime's shared empty proxy for events without extras is immutable already.
+        if self.extra is not _NO_EXTRA:
+            object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 
     @property
     def error_payload(self) -> Mapping[str, Any] | None:

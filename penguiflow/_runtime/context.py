@@ -35,7 +35,9 @@ class Context:
         "_all_in",
         "_all_out",
         "_buffer",
+        "_in_deques",
         "_incoming",
+        "_out_deques",
         "_outgoing",
         "_owner",
         "_ready",
@@ -51,6 +53,9 @@ class Context:
         self._outgoing: dict[Node | Endpoint, Floe] = {}
         self._all_in: tuple[Floe, ...] = ()
         self._all_out: tuple[Floe, ...] = ()
+        # The floes' deques, for cheap depth reads (FloeQueue keeps its deque for life).
+        self._in_deques: tuple[deque[Any], ...] = ()
+        self._out_deques: tuple[deque[Any], ...] = ()
         self._buffer: deque[Any] = deque()
         self._ready = ReadySignal()
         self._rotation = 0
@@ -72,6 +77,7 @@ class Context:
             return
         self._incoming[floe.source] = floe
         self._all_in = tuple(self._incoming.values())
+        self._in_deques = tuple(each.queue._queue for each in self._all_in)
         # With one floe, readers await its queue directly; with several, every put notifies
         # the ready-signal that multi-floe readers wait on (no task per floe).
         many = len(self._all_in) > 1
@@ -84,6 +90,7 @@ class Context:
             return
         self._outgoing[floe.target] = floe
         self._all_out = tuple(self._outgoing.values())
+        self._out_deques = tuple(each.queue._queue for each in self._all_out)
 
     def _resolve(self, which: Target, floes: dict[Node | Endpoint, Floe]) -> tuple[Floe, ...]:
         if not floes:
@@ -262,11 +269,11 @@ class Context:
 
     def queue_depth_in(self) -> int:
         """Return the number of items waiting on the incoming floes."""
-        return sum(floe.queue.qsize() for floe in self._all_in)
+        return sum(map(len, self._in_deques))
 
     def queue_depth_out(self) -> int:
         """Return the number of items waiting on the outgoing floes."""
-        return sum(floe.queue.qsize() for floe in self._all_out)
+        return sum(map(len, self._out_deques))
 
     async def call_playbook(
         self,

@@ -84,8 +84,10 @@ async def _attempt(worker: Worker, item: Any, trace_id: str | None, attempt: int
     sink = flow._events
     if attempt and trace_id is not None and flow._traces.is_cancelled(trace_id):
         return True  # the worker checked before the first attempt; retries check again
-    if sink.wants(_DEBUG) and await _announce_start(worker, trace_id, attempt):
-        return True
+    if sink.wants(_DEBUG):
+        await sink.emit(NODE_START, ctx, trace_id, attempt=attempt, latency_ms=0.0)
+        if trace_id is not None and flow._traces.is_cancelled(trace_id):
+            return True  # cancelled while observers ran
     registry = flow._registry
     started = time.perf_counter()
     worker.in_scope = True
@@ -141,14 +143,6 @@ def route_nowait(
     if held is not None and floes and getattr(result, "trace_id", None) == worker.trace_id:
         return HANDED_OFF if enqueuer.put_all_nowait(floes, result, held=held) else NOT_ROUTED
     return ROUTED if enqueuer.put_all_nowait(floes, result) else NOT_ROUTED
-
-
-async def _announce_start(worker: Worker, trace_id: str | None, attempt: int) -> bool:
-    """Emit ``node_start``; return True if the trace was cancelled meanwhile."""
-    flow = worker.flow
-    await flow._events.emit(NODE_START, worker.ctx, trace_id, attempt=attempt, latency_ms=0.0)
-    # Observers may have yielded to the loop.
-    return trace_id is not None and flow._traces.is_cancelled(trace_id)
 
 
 async def _after_failure(

@@ -137,7 +137,9 @@ class FloeQueue(asyncio.Queue[Any]):
         for item in self._queue:
             (removed if predicate(item) else kept).append(item)
         if removed:
-            self._queue = kept
+            # In place: consumers may hold the deque (Context caches it for depth reads).
+            self._queue.clear()
+            self._queue.extend(kept)
             # Keep task_done()/join() bookkeeping consistent with what is left.
             self._unfinished_tasks = max(0, self._unfinished_tasks - len(removed))
             if self._unfinished_tasks == 0:

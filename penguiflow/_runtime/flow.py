@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..bus import MessageBus
-    from ..metrics import FlowEvent
     from ..node import Node
     from ..registry import ModelRegistry
     from ..state import RemoteBinding, StateStore, StoredEvent
@@ -429,13 +428,19 @@ class PenguiFlow:
         level: int = logging.INFO,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        """Emit a custom event about ``node`` (attempt 0) to logs, store and middlewares."""
-        if not self._events.wants(level):
-            return
-        built = self._events.build(event, context, trace_id, latency_ms=latency_ms, extra=extra)
-        if context.owner is not node:
-            built = _with_owner(built, node)
-        await self._events.dispatch(built, level)
+        """Emit a custom event about ``node`` (attempt 0) to logs, store and middlewares.
+
+        Queue depths and the outgoing count come from ``context``.
+        """
+        await self._events.emit(
+            event,
+            context,
+            trace_id,
+            latency_ms=latency_ms,
+            extra=extra,
+            level=level,
+            owner=node,
+        )
 
     def ensure_trace_event(self, trace_id: str) -> asyncio.Event:
         """Return the cancel flag of ``trace_id``, creating it if needed."""
@@ -467,12 +472,6 @@ class PenguiFlow:
             "stream_counters": sum(len(x._stream_seqs) for x in self._contexts.values()),
             "worker_index": len(self._worker_of),
         }
-
-
-def _with_owner(event: FlowEvent, node: Node) -> FlowEvent:
-    import dataclasses
-
-    return dataclasses.replace(event, node_name=node.name, node_id=node.node_id)
 
 
 def _stamp(msg: Any, trace_id: str) -> Any:

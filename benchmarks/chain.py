@@ -7,7 +7,11 @@ per hop moving the same ``Message`` objects. Two shapes:
 - one at a time: emit, then fetch, repeated (round-trip latency).
 
 With ``--middleware`` a third side runs the pipelined shape on a flow with one no-op async
-middleware, so that every event is built and delivered (two per node per message).
+middleware, so that every event is built and delivered (two per node per message). A fourth
+side, ``events alone``, measures only what the contract makes those events cost: building
+the ``2 * HOPS`` ``FlowEvent``s of a message (a frozen slots dataclass of 15 fields) and
+awaiting the middleware with each, with no runtime at all. It bounds the middleware line:
+even a runtime that cost nothing could not beat ``floor / (floor + events alone)``.
 
 Run: ``python benchmarks/chain.py [--messages 20000] [--roundtrips 2000] [--middleware]
 [--rounds 5] [--loop asyncio|uvloop]``. Prints medians and ratios. Numbers, not assertions.
@@ -22,9 +26,24 @@ from typing import Any
 import _common as common
 from _common import BareChain, FlowPipe, flow_chain, pipelined
 
+from penguiflow.metrics import FlowEvent
+
 
 async def noop(event: Any) -> None:
     return None
+
+
+async def events_alone(messages: int) -> float:
+    """Microseconds per message to build and deliver its events, and nothing else."""
+    no_extra: dict[str, Any] = {}
+    started = time.perf_counter()
+    for _ in range(messages):
+        for _ in range(2 * common.HOPS):
+            event = FlowEvent(
+                "node_start", time.time(), "n", "n", "t", 0, 0.0, 0, 0, 1, 64, 1, 1, False, no_extra
+            )
+            await noop(event)
+    return (time.perf_counter() - started) / messages * 1e6
 
 
 async def one_at_a_time(pipe: BareChain | FlowPipe, messages: list[Any]) -> float:
@@ -57,12 +76,15 @@ async def main(
     }
     if middleware:
         sides["middleware_msgs_per_s"] = lambda: pipelined(flow_chain([noop]), batch)
+        sides["events_alone_us"] = lambda: events_alone(messages)
     results: dict[str, Any] = await common.interleave(rounds, sides)
     results["throughput_ratio"] = results["flow_msgs_per_s"] / results["floor_msgs_per_s"]
     results["roundtrip_ratio"] = results["flow_roundtrip_us"] / results["floor_roundtrip_us"]
     if middleware:
         mw_rate = results["middleware_msgs_per_s"]
         results["middleware_ratio"] = mw_rate / results["floor_msgs_per_s"]
+        floor_us = 1e6 / results["floor_msgs_per_s"]
+        results["middleware_bound"] = floor_us / (floor_us + results["events_alone_us"])
     results.update(messages=messages, roundtrips=roundtrips, loop=common.loop_label())
     return results
 
@@ -89,6 +111,14 @@ def rows(r: dict[str, Any]) -> list[common.Row]:
                 "chain + no-op middleware, pipelined",
                 ">= 0.3x floor msg/s",
                 f"{r['middleware_ratio']:.2f}x ({mw_rate} vs {floor})",
+            )
+        )
+        result.append(
+            (
+                "events alone: build + deliver a message's FlowEvents, no runtime",
+                "(bound on the line above)",
+                f"{r['events_alone_us']:.1f} us/msg vs floor {1e6 / r['floor_msgs_per_s']:.1f} "
+                f"us/msg: at most {r['middleware_bound']:.2f}x for any runtime",
             )
         )
     return result

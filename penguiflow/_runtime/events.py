@@ -97,7 +97,7 @@ class EventSink:
             record = self.traces.records.get(trace_id)
             pending = record.pending if record is not None else 0
             inflight = record.inflight if record is not None else 0
-            flag = dict.get(self.traces.flags, trace_id)  # raw: an unread flag is unset
+            flag = self.traces.flag_of(trace_id)  # raw: an unread flag is unset
             cancelled = flag is not None and flag.is_set()
         # Positional, in field order: the frozen dataclass's keyword parsing costs ~15%.
         return FlowEvent(

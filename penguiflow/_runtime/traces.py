@@ -52,7 +52,7 @@ class TraceRegistry:
             insert an already-set ``asyncio.Event`` to mark a trace cancelled.
     """
 
-    __slots__ = ("flags", "generation", "maxsize", "records")
+    __slots__ = ("flag_of", "flags", "generation", "maxsize", "records")
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
@@ -60,6 +60,9 @@ class TraceRegistry:
         """Bumped by ``clear``, so that waiters can tell a stop from a release."""
         self.records: dict[str, TraceRecord] = {}
         self.flags = TraceFlags()
+        # Raw reads of ``flags`` (no placeholder turned into an Event): dict's own get, bound
+        # once, since the hot path asks for every item. None means not cancelled.
+        self.flag_of: Callable[[str], asyncio.Event | None] = dict.get.__get__(self.flags)
 
     def count(self, trace_id: str, items: int = 1) -> None:
         """Count ``items`` (>= 1) more pending items; the first count creates the record."""
@@ -67,7 +70,7 @@ class TraceRegistry:
         if record is None:
             record = self.records[trace_id] = TraceRecord()
             if trace_id not in self.flags:
-                dict.__setitem__(self.flags, trace_id, None)  # an unread flag (TraceFlags)
+                self.flags[trace_id] = None  # an unread flag (see TraceFlags)
         record.pending += items
 
     def finalize(self, trace_id: str) -> bool:
@@ -90,7 +93,8 @@ class TraceRegistry:
     def _forget(self, trace_id: str, record: TraceRecord) -> bool:
         del self.records[trace_id]
         flag = dict.pop(self.flags, trace_id, None)
-        _release(record)
+        if record.streams or record.on_end or record.waiters:
+            _release(record)
         return flag is not None and flag.is_set()
 
     def pending(self, trace_id: str) -> int:
@@ -105,7 +109,7 @@ class TraceRegistry:
 
     def is_cancelled(self, trace_id: str) -> bool:
         """Return whether the cancel flag of ``trace_id`` is set."""
-        flag = dict.get(self.flags, trace_id)
+        flag = self.flag_of(trace_id)
         return flag is not None and flag.is_set()
 
     def ensure_flag(self, trace_id: str) -> asyncio.Event:

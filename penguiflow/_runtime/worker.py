@@ -180,7 +180,7 @@ class Worker:
             return _SLOW
         if trace_id is None:
             return _UNTRACED
-        flag = dict.get(flow._traces.flags, trace_id)  # raw: an unread flag is None
+        flag = flow._traces.flag_of(trace_id)  # raw: an unread flag is None
         if flag is not None and flag.is_set():
             return _SLOW
         return flow._traces.records.get(trace_id) or _SLOW

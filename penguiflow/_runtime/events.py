@@ -10,7 +10,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from ..metrics import _NO_EXTRA, FlowEvent
+from ..metrics import _NO_EXTRA, FlowEvent, _new_event
 from ..node import Node
 from .constants import EVENT_LEVELS, logger
 
@@ -99,8 +99,7 @@ class EventSink:
             inflight = record.inflight if record is not None else 0
             flag = self.traces.flag_of(trace_id)  # raw: an unread flag is unset
             cancelled = flag is not None and flag.is_set()
-        # Positional, in field order: the frozen dataclass's keyword parsing costs ~15%.
-        return FlowEvent(
+        return _new_event(
             event_type,
             time.time(),
             owner.name,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .traces import TraceRecord
     from .worker import Worker
 
-__all__ = ["execute"]
+__all__ = ["Failed", "attempt_once", "execute", "route_nowait"]
 
 _DEBUG = logging.DEBUG
 _INFO = logging.INFO
@@ -66,7 +66,7 @@ async def execute(
     attempt = 0
     while True:
         if failed is None:
-            outcome = await _attempt(worker, item, trace_id, attempt)
+            outcome = await attempt_once(worker, item, trace_id, attempt)
             if not isinstance(outcome, Failed):
                 return outcome
             failed = outcome
@@ -77,7 +77,9 @@ async def execute(
         failed = None
 
 
-async def _attempt(worker: Worker, item: Any, trace_id: str | None, attempt: int) -> bool | Failed:
+async def attempt_once(
+    worker: Worker, item: Any, trace_id: str | None, attempt: int
+) -> bool | Failed:
     """Run one attempt; return True if the trace is cancelled, False on success."""
     flow, node, ctx = worker.flow, worker.node, worker.ctx
     policy = node.policy

@@ -9,12 +9,13 @@ propagates. The mark is set only while the worker is inside the cancellable scop
 routing, backoff) for that very trace, so a trace cancel can never land in event dispatch or
 in the fetch of the next item.
 
-Design note (speed): most items are *ordinary*: nothing observes events, the message has no
-deadline, its trace is not cancelled, the node has no timeout and no validation. ``_serve``
-runs those inline (no coroutine per item besides the node's own) and routes plain results
-with one synchronous put. Everything else, and an ordinary item whose node raised, goes
-through ``_process``, the general path, where ``execution.execute`` owns attempts, timeouts,
-retries and the error boundary.
+Design note (speed): most items are *ordinary*: the message has no deadline, its trace is not
+cancelled, the node has no timeout and no validation. When nothing observes events,
+``_serve`` runs them inline (no coroutine per item besides the node's own) and routes plain
+results with one synchronous put; when something does, ``_observed`` runs their attempt with
+its events. Everything else, and an ordinary item whose node raised, goes through
+``_process``, the general path, where ``execution.execute`` owns attempts, timeouts, retries
+and the error boundary.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .constants import (
     logger,
 )
 from .enqueue import trace_of
-from .execution import HANDED_OFF, Failed, execute, route_nowait
+from .execution import HANDED_OFF, Failed, attempt_once, execute, route_nowait
 from .traces import TraceRecord
 
 if TYPE_CHECKING:
@@ -129,8 +130,11 @@ class Worker:
             if record is _SLOW:
                 await self._process(item)
                 continue
-            # The ordinary path: one attempt, inline.
             trace_id = self.trace_id
+            if not flow._events.quiet():
+                await self._observed(item, trace_id, record)
+                continue
+            # The ordinary path, unobserved: one attempt, inline.
             record.inflight += 1
             started = time.perf_counter()
             outcome: object = None
@@ -175,7 +179,6 @@ class Worker:
             policy.timeout_s is not None
             or (flow._registry is not None and policy.validate != "none")
             or (isinstance(item, Message) and item.deadline_s is not None)
-            or not flow._events.quiet()
         ):
             return _SLOW
         if trace_id is None:
@@ -184,6 +187,31 @@ class Worker:
         if flag is not None and flag.is_set():
             return _SLOW
         return flow._traces.records.get(trace_id) or _SLOW
+
+    async def _observed(self, item: Any, trace_id: str | None, record: TraceRecord) -> None:
+        """Run an ordinary item's first attempt, with its events, while events are observed.
+
+        Only a failure goes on to the general path.
+        """
+        record.inflight += 1
+        try:
+            done = await attempt_once(self, item, trace_id, 0)
+        except asyncio.CancelledError:
+            if not self._consume_trace_cancel():
+                raise
+            done = True
+        finally:
+            record.inflight -= 1
+        outcome = _CANCELLED if done is True else (done or None)
+        if outcome is not None or self.trace_cancel_requested:
+            await self._settle(item, trace_id, outcome)
+        await self._done(trace_id)
+
+    async def _done(self, trace_id: str | None) -> None:
+        """Count the current item as finished."""
+        self.trace_id = self.item = None
+        if trace_id is not None and self.flow._traces.finalize(trace_id):
+            await self.flow._announce_cancel_finish(trace_id)
 
     async def _settle(self, item: Any, trace_id: str | None, outcome: Any) -> None:
         """Finish an ordinary item whose attempt did not simply succeed."""
@@ -211,9 +239,7 @@ class Worker:
             await flow._events.emit(TRACE_CANCEL_DROP, self.ctx, trace_id)
         else:
             await self._execute(item, trace_id)
-        self.trace_id = self.item = None
-        if trace_id is not None and flow._traces.finalize(trace_id):
-            await flow._announce_cancel_finish(trace_id)
+        await self._done(trace_id)
 
     async def _execute(
         self,

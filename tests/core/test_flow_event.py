@@ -201,3 +201,25 @@ def test_tag_values() -> None:
 def test_tag_values_skip_unset_identity_fields() -> None:
     ev = make_event(node_name=None, node_id=None, trace_id=None)
     assert ev.tag_values() == {"event_type": "node_start"}
+
+
+def test_runtime_built_events_are_genuine_frozen_flow_events() -> None:
+    """The runtime's fast builder yields real FlowEvents: same type, fields and equality as
+    the constructor's, frozen, with ``extra`` copied behind a read-only proxy."""
+    import dataclasses
+
+    from penguiflow.metrics import _NO_EXTRA, _new_event
+
+    values = ("node_start", 1.5, "a", "id", "t", 2, 0.0, 1, 2, 3, 64, 4, 1, False)
+    source = {"k": 1}
+    built = _new_event(*values, source)
+    assert type(built) is FlowEvent
+    assert built == FlowEvent(*values, extra=source)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.attempt = 9  # type: ignore[misc]
+    source["k"] = 2
+    assert built.extra == {"k": 1}
+    with pytest.raises(TypeError):
+        built.extra["k"] = 3  # type: ignore[index]
+    assert dataclasses.replace(built, attempt=5).attempt == 5
+    assert _new_event(*values, _NO_EXTRA).extra == {}

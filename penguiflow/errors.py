@@ -29,6 +29,8 @@ class FlowErrorCode(str, Enum):  # noqa: UP042 - the contract fixes a str-mixin 
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     HOP_BUDGET_EXHAUSTED = "HOP_BUDGET_EXHAUSTED"
     TOKEN_BUDGET_EXHAUSTED = "TOKEN_BUDGET_EXHAUSTED"
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    """Beyond the contract: the node's circuit breaker is open, so it was not called."""
 
 
 class FlowError(Exception):

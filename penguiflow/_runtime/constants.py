@@ -47,6 +47,10 @@ TRACE_CANCEL_FINISH: Final = "trace_cancel_finish"
 # worker restarted after a runtime fault.
 FLOE_DRAINED: Final = "floe_drained"
 WORKER_RESTARTED: Final = "worker_restarted"
+# Circuit breaker transitions (opt-in per node).
+CIRCUIT_OPEN: Final = "circuit_open"
+CIRCUIT_HALF_OPEN: Final = "circuit_half_open"
+CIRCUIT_CLOSED: Final = "circuit_closed"
 
 EVENT_LEVELS: Final[dict[str, int]] = {
     NODE_START: logging.DEBUG,
@@ -63,4 +67,7 @@ EVENT_LEVELS: Final[dict[str, int]] = {
     TRACE_CANCEL_FINISH: logging.INFO,
     FLOE_DRAINED: logging.WARNING,
     WORKER_RESTARTED: logging.ERROR,
+    CIRCUIT_OPEN: logging.WARNING,
+    CIRCUIT_HALF_OPEN: logging.INFO,
+    CIRCUIT_CLOSED: logging.INFO,
 }

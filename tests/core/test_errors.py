@@ -14,6 +14,8 @@ CODES = [
     "DEADLINE_EXCEEDED",
     "HOP_BUDGET_EXHAUSTED",
     "TOKEN_BUDGET_EXHAUSTED",
+    # Beyond the contract (issue: circuit breakers), appended after the contract's six.
+    "CIRCUIT_OPEN",
 ]
 
 

@@ -1,0 +1,85 @@
+"""A flow's health: a cheap, typed snapshot for liveness and readiness probes.
+
+``PenguiFlow.health()`` builds one synchronously from the runtime's live state; nothing here
+touches the hot path.
+
+Overall status, by rule:
+
+- ``failing``: the flow is not running, a node has no live worker, or a node's circuit
+  breaker is open;
+- ``degraded``: not failing, but a breaker is half-open, a worker had to be restarted after a
+  runtime fault, or a floe is full (backpressure is holding producers);
+- ``ok``: otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["BreakerState", "FloeHealth", "FlowHealth", "HealthStatus", "NodeError", "NodeHealth"]
+
+HealthStatus = Literal["ok", "degraded", "failing"]
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeError:
+    """The last final failure of a node."""
+
+    code: str
+    """The ``FlowError`` code, e.g. ``NODE_EXCEPTION``."""
+    message: str
+    """The ``FlowError`` message."""
+    trace_id: str | None
+    """The trace whose message failed."""
+    ts: float
+    """When it failed (epoch seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """One node's workers, breaker and last error."""
+
+    name: str
+    """The node's name."""
+    workers: int
+    """Workers the node runs (its ``NodePolicy.concurrency``)."""
+    workers_alive: int
+    """Workers whose task is running now."""
+    restarts: int
+    """Times a worker resumed after a fault of the runtime itself."""
+    breaker: BreakerState | None
+    """The circuit breaker's state, or None without a breaker."""
+    last_error: NodeError | None
+    """The node's last final failure, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class FloeHealth:
+    """One floe's depth and capacity."""
+
+    source: str
+    """The producing node's or endpoint's name."""
+    target: str
+    """The consuming node's or endpoint's name."""
+    depth: int
+    """Items queued now."""
+    capacity: int
+    """The floe's bound; 0 means unbounded."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowHealth:
+    """A snapshot of a flow's health; ``status`` follows the module's rule."""
+
+    status: HealthStatus
+    """``ok``, ``degraded`` or ``failing``."""
+    running: bool
+    """Whether the flow is running."""
+    traces_in_flight: int
+    """Traces with something pending."""
+    nodes: tuple[NodeHealth, ...]
+    """Every node, in graph order."""
+    floes: tuple[FloeHealth, ...]
+    """Every floe, in graph order."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .registry import ModelRegistry
 
-__all__ = ["Node", "NodeFunc", "NodePolicy"]
+__all__ = ["BreakerPolicy", "Node", "NodeFunc", "NodePolicy"]
 
 #: The shape of a node function: ``async def fn(message, ctx)``. Messages are user data, so
 #: they enter as ``Any``.
@@ -36,6 +36,46 @@ def _check_non_negative(name: str, value: float | None, *, allow_zero: bool = Tr
         raise ValueError(f"NodePolicy.{name} must be a number {bound}, got {value!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """When a node's circuit breaker opens and how it recovers (opt-in per node).
+
+    The breaker counts *messages*, not attempts: a message whose retries are exhausted is one
+    failure; a cancelled message counts for nothing. Closed, it opens after ``failures``
+    consecutive failures, or when ``failure_ratio`` is set and at least that share of the
+    last ``window`` messages failed (once ``window`` messages were seen). Open, every message
+    is rejected at once with a ``FlowError`` of code ``CIRCUIT_OPEN`` and the node is not
+    called. After ``cooldown_s`` (on the event loop's clock) it turns half-open and lets
+    ``half_open_calls`` trial messages through: if they all succeed it closes, and the first
+    failure opens it again. Each transition emits ``circuit_open``, ``circuit_half_open`` or
+    ``circuit_closed``.
+
+    Raises:
+        ValueError: a count below 1, a negative cool-down, or a ratio outside (0, 1].
+    """
+
+    failures: int = 5
+    """Consecutive failed messages that open the breaker."""
+    failure_ratio: float | None = None
+    """Share of failures in the last ``window`` messages that opens it; None to disable."""
+    window: int = 20
+    """How many recent messages the ratio looks at."""
+    cooldown_s: float = 30.0
+    """Seconds the breaker stays open before letting trial messages through."""
+    half_open_calls: int = 1
+    """Trial messages that must all succeed to close it again."""
+
+    def __post_init__(self) -> None:
+        for name in ("failures", "window", "half_open_calls"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"BreakerPolicy.{name} must be an int >= 1, got {value!r}")
+        _check_non_negative("cooldown_s", self.cooldown_s)
+        ratio = self.failure_ratio
+        if ratio is not None and not (isinstance(ratio, int | float) and 0 < ratio <= 1):
+            raise ValueError(f"BreakerPolicy.failure_ratio must be in (0, 1], got {ratio!r}")
+
+
 @dataclass(slots=True)
 class NodePolicy:
     """How the runtime calls a node: validation, per-attempt timeout and retries.
@@ -44,8 +84,9 @@ class NodePolicy:
     capped by ``max_backoff`` when set.
 
     Raises:
-        ValueError: ``validate`` is not one of ``both``, ``in``, ``out``, ``none``; or a timeout,
-            retry count or backoff value is negative (or the timeout is zero).
+        ValueError: ``validate`` is not one of ``both``, ``in``, ``out``, ``none``; a timeout,
+            retry count or backoff value is negative (or the timeout is zero); ``concurrency``
+            is below 1; ``breaker`` is not a ``BreakerPolicy``.
     """
 
     validate: str = "both"
@@ -60,6 +101,12 @@ class NodePolicy:
     """Factor applied to the delay for each further retry."""
     max_backoff: float | None = None
     """Upper bound of any one delay; None for no bound."""
+    concurrency: int = 1
+    """Beyond the contract: how many invocations of the node may run at once (one worker
+    each). With more than one, messages still leave each floe in FIFO order, but a later
+    message may finish before an earlier one, so per-trace order is not kept."""
+    breaker: BreakerPolicy | None = None
+    """Beyond the contract: the node's circuit breaker, or None for none."""
 
     def __post_init__(self) -> None:
         if self.validate not in _VALIDATE_MODES:
@@ -73,6 +120,14 @@ class NodePolicy:
         _check_non_negative("backoff_base", self.backoff_base)
         _check_non_negative("backoff_mult", self.backoff_mult)
         _check_non_negative("max_backoff", self.max_backoff)
+        concurrency = self.concurrency
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"NodePolicy.concurrency must be an int >= 1, got {concurrency!r}")
+        if self.breaker is not None and not isinstance(self.breaker, BreakerPolicy):
+            raise ValueError(
+                f"NodePolicy.breaker must be a BreakerPolicy or None, "
+                f"got {type(self.breaker).__name__}"
+            )
 
     def backoff_delay(self, attempt: int) -> float:
         """Return the sleep before ``attempt`` (1 for the first retry)."""

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..errors import FlowError, FlowErrorCode
+from ..health import NodeError
 from ..types import Message
 from .constants import (
     NODE_ERROR,
@@ -33,7 +34,24 @@ if TYPE_CHECKING:
     from .traces import TraceRecord
     from .worker import Worker
 
-__all__ = ["Failed", "attempt_once", "execute", "route_nowait"]
+__all__ = [
+    "CANCELLED",
+    "FAILED",
+    "SUCCEEDED",
+    "Failed",
+    "attempt_once",
+    "execute",
+    "execute_with_breaker",
+    "route_nowait",
+]
+
+Outcome = Literal["succeeded", "failed", "cancelled"]
+SUCCEEDED: Final = "succeeded"
+"""The message went through the node (its result, if any, was routed)."""
+FAILED: Final = "failed"
+"""The message failed for good (retries exhausted, or rejected by an open breaker)."""
+CANCELLED: Final = "cancelled"
+"""The message's trace was cancelled before or while it ran."""
 
 _DEBUG = logging.DEBUG
 _INFO = logging.INFO
@@ -51,14 +69,11 @@ class Failed:
 
 async def execute(
     worker: Worker, item: Any, trace_id: str | None, *, failed: Failed | None = None
-) -> bool:
+) -> Outcome:
     """Run ``item`` through the worker's node until success or final failure.
 
     With ``failed``, the first attempt already ran (on the worker's ordinary path) and failed:
     its failure is reported and retries carry on from there.
-
-    Returns:
-        True if the run stopped because the trace is cancelled.
 
     Raises:
         asyncio.CancelledError: the worker was cancelled (by ``stop`` or a trace cancel).
@@ -77,19 +92,60 @@ async def execute(
         failed = None
 
 
+async def execute_with_breaker(worker: Worker, item: Any, trace_id: str | None) -> Outcome:
+    """``execute`` behind the node's circuit breaker.
+
+    An open breaker rejects the message without calling the node: a ``FlowError`` of code
+    ``CIRCUIT_OPEN`` is reported like any final failure. Otherwise the message's outcome is
+    recorded, which may open, re-open or close the breaker.
+    """
+    breaker = worker.status.breaker
+    assert breaker is not None
+    loop = asyncio.get_running_loop()
+    ticket, transition = breaker.admit(loop.time())
+    if transition is not None:
+        await _announce_breaker(worker, transition)
+    if ticket is None:
+        node = worker.node
+        retry_after = breaker.retry_after(loop.time())
+        rejection = FlowError(
+            trace_id=trace_id,
+            node_name=node.name,
+            node_id=node.node_id,
+            code=FlowErrorCode.CIRCUIT_OPEN,
+            message=f"Node '{node.name}' circuit is {breaker.state.replace('_', '-')}; "
+            "the call was rejected",
+            metadata={"breaker": breaker.state, "retry_after_s": retry_after},
+        )
+        await _report_failure(worker, trace_id, rejection, attempt=0, latency=0.0, exc=None)
+        return FAILED
+    outcome = await execute(worker, item, trace_id)
+    if outcome != CANCELLED:
+        transition = breaker.record(ticket, outcome == SUCCEEDED, loop.time())
+        if transition is not None:
+            await _announce_breaker(worker, transition)
+    return outcome
+
+
+async def _announce_breaker(worker: Worker, transition: str) -> None:
+    breaker = worker.status.breaker
+    assert breaker is not None
+    await worker.flow._events.emit(transition, worker.ctx, None, extra={"state": breaker.state})
+
+
 async def attempt_once(
     worker: Worker, item: Any, trace_id: str | None, attempt: int
-) -> bool | Failed:
-    """Run one attempt; return True if the trace is cancelled, False on success."""
+) -> Outcome | Failed:
+    """Run one attempt: success, cancellation, or a ``Failed`` to handle."""
     flow, node, ctx = worker.flow, worker.node, worker.ctx
     policy = node.policy
     sink = flow._events
     if attempt and trace_id is not None and flow._traces.is_cancelled(trace_id):
-        return True  # the worker checked before the first attempt; retries check again
+        return CANCELLED  # the worker checked before the first attempt; retries check again
     if sink.wants(_DEBUG):
         await sink.emit(NODE_START, ctx, trace_id, attempt=attempt, latency_ms=0.0)
         if trace_id is not None and flow._traces.is_cancelled(trace_id):
-            return True  # cancelled while observers ran
+            return CANCELLED  # cancelled while observers ran
     registry = flow._registry
     started = time.perf_counter()
     worker.in_scope = True
@@ -106,11 +162,11 @@ async def attempt_once(
     finally:
         worker.in_scope = False
     if worker.trace_cancel_requested:
-        return True  # the node swallowed its trace's cancellation: no success
+        return CANCELLED  # the node swallowed its trace's cancellation: no success
     if sink.wants(_INFO):
         latency = (time.perf_counter() - started) * 1000.0
         await sink.emit(NODE_SUCCESS, ctx, trace_id, attempt=attempt, latency_ms=latency)
-    return False
+    return SUCCEEDED
 
 
 NOT_ROUTED: Final = 0
@@ -149,18 +205,18 @@ def route_nowait(
 
 async def _after_failure(
     worker: Worker, trace_id: str | None, failed: Failed, attempt: int
-) -> bool | None:
+) -> Outcome | None:
     """Report a failed attempt, then sleep the backoff before the next one, or fail for good.
 
     The backoff sleep is trace-cancellable.
 
     Returns:
-        None to try again; otherwise ``execute``'s answer: True if the trace turned out to be
-        cancelled (the node swallowed the cancellation, then raised), False once the failure
-        is final.
+        None to try again; otherwise ``execute``'s answer: ``CANCELLED`` if the trace turned
+        out to be cancelled (the node swallowed the cancellation, then raised), ``FAILED``
+        once the failure is final.
     """
     if worker.trace_cancel_requested:
-        return True
+        return CANCELLED
     error = failed.error
     latency = (time.perf_counter() - failed.started) * 1000.0
     sink, ctx, policy = worker.flow._events, worker.ctx, worker.node.policy
@@ -175,7 +231,7 @@ async def _after_failure(
     )
     if attempt >= policy.max_retries:
         await _fail(worker, trace_id, error, attempt, latency)
-        return False
+        return FAILED
     delay = policy.backoff_delay(attempt + 1)
     await sink.emit(
         NODE_RETRY,
@@ -195,7 +251,7 @@ async def _after_failure(
 async def _fail(
     worker: Worker, trace_id: str | None, error: Exception, attempt: int, latency: float
 ) -> None:
-    flow, node = worker.flow, worker.node
+    node = worker.node
     name = node.name
     timeout_s = node.policy.timeout_s
     metadata: dict[str, Any] = {"attempt": attempt, "latency_ms": latency}
@@ -216,14 +272,31 @@ async def _fail(
         message=message,
         metadata=metadata,
     )
+    await _report_failure(worker, trace_id, flow_error, attempt=attempt, latency=latency, exc=error)
+
+
+async def _report_failure(
+    worker: Worker,
+    trace_id: str | None,
+    flow_error: FlowError,
+    *,
+    attempt: int,
+    latency: float,
+    exc: Exception | None,
+) -> None:
+    """Report a final failure: the error boundary.
+
+    A ``node_failed`` event, the node's last error, and the ``FlowError`` at the Rookery when
+    the flow asks for it.
+    """
+    flow = worker.flow
+    worker.status.last_error = NodeError(
+        code=flow_error.code, message=flow_error.message, trace_id=trace_id, ts=time.time()
+    )
+    extra: dict[str, Any] = {} if exc is None else {"exception": repr(exc)}
+    extra["flow_error"] = flow_error.to_payload()
     await flow._events.emit(
-        NODE_FAILED,
-        worker.ctx,
-        trace_id,
-        attempt=attempt,
-        latency_ms=latency,
-        extra={"exception": repr(error), "flow_error": flow_error.to_payload()},
-        exc=error,
+        NODE_FAILED, worker.ctx, trace_id, attempt=attempt, latency_ms=latency, extra=extra, exc=exc
     )
     if flow._emit_errors_to_rookery and trace_id is not None:
         await flow._router.deliver(worker.ctx, flow_error)

@@ -18,6 +18,8 @@ from .endpoints import OPEN_SEA, ROOKERY, Endpoint
 from .enqueue import Enqueuer, Tagged, trace_of
 from .events import EventSink
 from .graph import wire
+from .health import health_of
+from .nodes import NodeStatus
 from .roundtrip import Roundtrip
 from .routing import Router, is_control, message_output_nodes
 from .tasks import TaskOwner
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..bus import MessageBus
+    from ..health import FlowHealth
     from ..node import Node
     from ..registry import ModelRegistry
     from ..state import RemoteBinding, StateStore, StoredEvent
@@ -95,7 +98,12 @@ class PenguiFlow:
             traces=self._traces, roundtrip=self._roundtrip, owner=self._owner, bus=message_bus
         )
         self._router = Router(rookery=rookery, enqueuer=self._enqueuer, traces=self._traces)
-        self._workers = [Worker(self, node, self._contexts[node]) for node in self._nodes]
+        self._node_status = {node: NodeStatus(node) for node in self._nodes}
+        self._workers = [
+            Worker(self, node, self._contexts[node], self._node_status[node], index)
+            for node in self._nodes
+            for index in range(node.policy.concurrency)
+        ]
         self._worker_of: dict[asyncio.Task[Any], Worker] = {}
         self._registry: ModelRegistry | None = None
         self._running = False
@@ -145,9 +153,7 @@ class PenguiFlow:
         self._running = True
         for worker in self._workers:
             worker.warn_non_message = worker.node in warned
-            worker.task = self._owner.start_worker(
-                worker.run(), name=f"penguiflow:{worker.node.name}"
-            )
+            worker.task = self._owner.start_worker(worker.run(), name=worker.name)
             self._worker_of[worker.task] = worker
 
     async def stop(self) -> None:
@@ -454,6 +460,13 @@ class PenguiFlow:
         if trace_id is None:
             return
         self._owner.adopt(trace_id, task)
+
+    def health(self) -> FlowHealth:
+        """Return a snapshot of the flow's health; synchronous and cheap.
+
+        ``penguiflow.health`` states the rule for the overall status.
+        """
+        return health_of(self)
 
     def _residue(self) -> dict[str, int]:
         """Counts of everything that must be empty once the flow has stopped (for tests)."""

@@ -35,13 +35,23 @@ from .constants import (
     logger,
 )
 from .enqueue import trace_of
-from .execution import HANDED_OFF, Failed, attempt_once, execute, route_nowait
+from .execution import (
+    CANCELLED,
+    HANDED_OFF,
+    SUCCEEDED,
+    Failed,
+    attempt_once,
+    execute,
+    execute_with_breaker,
+    route_nowait,
+)
 from .traces import TraceRecord
 
 if TYPE_CHECKING:
     from ..node import Node
     from .context import Context
     from .flow import PenguiFlow
+    from .nodes import NodeStatus
 
 __all__ = ["Worker"]
 
@@ -60,18 +70,26 @@ class Worker:
         "flow",
         "in_scope",
         "item",
+        "name",
         "node",
         "started",
+        "status",
         "task",
         "trace_cancel_requested",
         "trace_id",
         "warn_non_message",
     )
 
-    def __init__(self, flow: PenguiFlow, node: Node, ctx: Context) -> None:
+    def __init__(
+        self, flow: PenguiFlow, node: Node, ctx: Context, status: NodeStatus, index: int = 0
+    ) -> None:
         self.flow = flow
         self.node = node
         self.ctx = ctx
+        self.status = status
+        """The node's shared state: breaker, last error, restarts."""
+        self.name = f"penguiflow:{node.name}" + (f"#{index}" if index else "")
+        """The task name: ``penguiflow:<node>``, plus ``#<n>`` for extra concurrent workers."""
         self.task: asyncio.Task[None] | None = None
         self.item: Any = None
         """The item being processed (user data), kept for fault recovery."""
@@ -177,6 +195,7 @@ class Worker:
         policy = self.node.policy
         if (
             policy.timeout_s is not None
+            or policy.breaker is not None
             or (flow._registry is not None and policy.validate != "none")
             or (isinstance(item, Message) and item.deadline_s is not None)
         ):
@@ -199,10 +218,10 @@ class Worker:
         except asyncio.CancelledError:
             if not self._consume_trace_cancel():
                 raise
-            done = True
+            done = CANCELLED
         finally:
             record.inflight -= 1
-        outcome = _CANCELLED if done is True else (done or None)
+        outcome = None if done == SUCCEEDED else _CANCELLED if done == CANCELLED else done
         if outcome is not None or self.trace_cancel_requested:
             await self._settle(item, trace_id, outcome)
         await self._done(trace_id)
@@ -253,7 +272,11 @@ class Worker:
         if record is not None:
             record.inflight += 1
         try:
-            cancelled = await execute(self, item, trace_id, failed=failed)
+            if self.status.breaker is not None and failed is None:
+                outcome = await execute_with_breaker(self, item, trace_id)
+            else:
+                outcome = await execute(self, item, trace_id, failed=failed)
+            cancelled = outcome == CANCELLED
         except asyncio.CancelledError:
             if not self._consume_trace_cancel():
                 raise
@@ -289,6 +312,7 @@ class Worker:
 
     async def _recover(self, exc: Exception) -> None:
         """A fault of the runtime itself (not of the node): report it and keep serving."""
+        self.status.restarts += 1
         logger.error(
             WORKER_RESTARTED,
             exc_info=exc,

@@ -1,6 +1,7 @@
 """Run every benchmark line on each event loop and print one markdown table.
 
-Lines: chain (with the no-op middleware side), fanout, memory, soak, each with its default
+Lines: chain (with the no-op middleware side), fanout, concurrency, memory, soak, each with
+its default
 sizes. Loops: asyncio, and uvloop when it is installed. The machine and the penguiflow
 revision measured are printed above the table; progress goes to stderr, so stdout is the
 report alone.
@@ -23,6 +24,7 @@ from typing import Any
 
 import _common as common
 import chain
+import concurrency
 import fanout
 import memory
 import soak
@@ -30,6 +32,7 @@ import soak
 LINES = {
     "chain": (chain, {"middleware": True}),
     "fanout": (fanout, {}),
+    "concurrency": (concurrency, {}),
     "memory": (memory, {}),
     "soak": (soak, {}),
 }

@@ -1,8 +1,7 @@
 """Run every benchmark line on each event loop and print one markdown table.
 
 Lines: chain (with the no-op middleware side), fanout, concurrency, memory, soak, each with
-its default
-sizes. Loops: asyncio, and uvloop when it is installed. The machine and the penguiflow
+its default sizes. Loops: asyncio, and uvloop when it is installed. The machine and the penguiflow
 revision measured are printed above the table; progress goes to stderr, so stdout is the
 report alone.
 

@@ -171,3 +171,19 @@ async def test_demo_shows_fanout_join_stream_retry_and_cancel(
     assert "retry (attempt 1) in 0.05 s" in printed
     assert "trace_cancel_start" in printed
     assert "cancelled after 1 streamed chunk(s)" in printed
+
+
+async def test_concurrency_example_runs_calls_in_parallel(load: Loader) -> None:
+    result = await load("concurrency").main()
+    assert result["answers"][3] == "profile of user 3"
+    assert result["peak"] == 8
+
+
+@pytest.mark.looptime
+async def test_resilience_example_trips_and_recovers(load: Loader) -> None:
+    module = load("resilience")
+    result = await module.main(cooldown_s=30.0)
+    assert result["codes"] == ["NODE_EXCEPTION"] * 3 + ["CIRCUIT_OPEN"] * 2
+    assert result["calls"] == 4  # three failures, then the trial after the cool-down
+    assert result["transitions"] == ["circuit_open", "circuit_half_open", "circuit_closed"]
+    assert (result["status_while_open"], result["status_after"]) == ("failing", "ok")

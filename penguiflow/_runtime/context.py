@@ -263,6 +263,18 @@ class Context:
 
     # -- other --------------------------------------------------------------------------------
 
+    def idempotency_key(self, message: Any) -> str:
+        """Return a key for this node processing ``message``, the same on every run.
+
+        Made of the message's trace, this context's node and the message's content (payload,
+        headers and meta for a ``Message``), it stays the same when a recovered trace is
+        driven again, so a node can use it to skip a side effect it already made.
+        """
+        from .journal import idempotency_key
+
+        node_name = self._owner.name or ""
+        return idempotency_key(getattr(message, "trace_id", None), node_name, message)
+
     def outgoing_count(self) -> int:
         """Return the number of outgoing floes."""
         return len(self._outgoing)

@@ -290,6 +290,9 @@ async def _report_failure(
     the flow asks for it.
     """
     flow = worker.flow
+    record = flow._traces.records.get(trace_id) if trace_id is not None else None
+    if record is not None:
+        record.failed = True  # the trace will end as "failed" in a journal
     worker.status.last_error = NodeError(
         code=flow_error.code, message=flow_error.message, trace_id=trace_id, ts=time.time()
     )

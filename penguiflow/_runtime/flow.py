@@ -19,6 +19,7 @@ from .enqueue import Enqueuer, Tagged, trace_of
 from .events import EventSink
 from .graph import wire
 from .health import health_of
+from .journal import SupportsTraceJournal, TraceJournal, flow_key
 from .nodes import NodeStatus
 from .roundtrip import Roundtrip
 from .routing import Router, is_control, message_output_nodes
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from ..registry import ModelRegistry
     from ..state import RemoteBinding, StateStore, StoredEvent
     from .floe import Floe
+    from .traces import TraceEnd
 
 __all__ = ["PenguiFlow", "create"]
 
@@ -80,6 +82,8 @@ class PenguiFlow:
             self._contexts[floe.target].add_incoming_floe(floe)
         self._middlewares: list[Any] = list(middlewares or ())
         self._traces = TraceRegistry(queue_maxsize)
+        self._journal = _journal_for(state_store, wiring.floes)
+        self._traces.journaled = self._journal is not None
         self._events = EventSink(
             traces=self._traces,
             middlewares=self._middlewares,
@@ -178,6 +182,9 @@ class PenguiFlow:
         leftovers = self._roundtrip.close()
         await self._drain(leftovers)
         self._traces.clear()
+        flush = getattr(self._state_store, "flush", None)
+        if flush is not None:
+            await flush()  # a durable store's writer commits what the flow handed it
         for ctx in self._contexts.values():
             ctx._stream_seqs.clear()
 
@@ -222,6 +229,10 @@ class PenguiFlow:
             return record is not None and record.wm_hops == msg.payload.hops
         return False
 
+    def _is_new_trace(self, msg: Any) -> bool:
+        """Whether ``msg`` starts a trace the journal should record (a Message, not live)."""
+        return isinstance(msg, Message) and msg.trace_id not in self._traces.records
+
     def _ingress(self, msg: Any, to: Target) -> tuple[Floe, ...]:
         """Return the ingress floes ``msg`` goes to (none for a duplicate WM)."""
         if isinstance(msg, Message) and is_control(msg.payload) and self._is_duplicate_wm(msg):
@@ -241,9 +252,12 @@ class PenguiFlow:
             KeyError: ``to`` names a node that is not an ingress node.
         """
         if trace_id is None:
+            fresh = self._journal is not None and self._is_new_trace(msg)
             floes = self._ingress(msg, to)
             if not self._enqueuer.put_all_nowait(floes, msg):
                 await self._enqueuer.put_all(floes, msg)
+            if fresh and floes and self._journal is not None:
+                await self._journal.started(msg)
             return
         if not self._running:
             raise RuntimeError(c.NOT_RUNNING)
@@ -256,12 +270,15 @@ class PenguiFlow:
         inbox.token = token
         self._roundtrip.start(self._owner)
         sent: tuple[Floe, ...] = ()
+        fresh = self._journal is not None and self._is_new_trace(msg)
         try:
             sent = self._ingress(msg, to)
             await self._enqueuer.put_all(sent, msg)
         finally:
             if not sent and inbox.fetchers == 0:
                 self._roundtrip.unsubscribe(trace_id)
+        if fresh and sent and self._journal is not None:
+            await self._journal.started(msg)
 
     def emit_nowait(self, msg: Any, to: Target = None, *, trace_id: str | None = None) -> None:
         """Feed ``msg`` to the ingress nodes without waiting.
@@ -274,7 +291,10 @@ class PenguiFlow:
             raise RuntimeError(c.EMIT_NOWAIT_TRACE)
         if isinstance(msg, Message) and self._is_duplicate_wm(msg):
             return
+        fresh = self._journal is not None and self._is_new_trace(msg)
         self._contexts[OPEN_SEA].emit_nowait(msg, to)
+        if fresh and self._journal is not None:
+            self._journal.start_soon(msg, self._owner)
 
     async def emit_chunk(
         self,
@@ -318,8 +338,10 @@ class PenguiFlow:
         else:
             item = await self._rookery.fetch(from_)
         trace_id = getattr(item, "trace_id", None)
-        if isinstance(trace_id, str) and self._traces.finalize(trace_id):  # trace_of(), inlined
-            await self._announce_cancel_finish(trace_id)
+        if isinstance(trace_id, str):  # trace_of(), inlined
+            ended = self._traces.finalize(trace_id)
+            if ended is not None:
+                await self._trace_ended(trace_id, ended)
         return item.item if isinstance(item, Tagged) else item
 
     async def _fetch_trace(self, trace_id: str) -> Any:
@@ -366,14 +388,14 @@ class PenguiFlow:
             await self._events.emit(
                 c.TRACE_CANCEL_START, opensea, trace_id, extra={"pending": record.pending}
             )
-        finished = False
+        ended = None
         for _item in self._purge(trace_id):
-            finished = traces.finalize(trace_id) or finished
+            ended = traces.finalize(trace_id) or ended
         for worker in self._workers:
             worker.cancel_trace(trace_id)
         self._owner.cancel_trace(trace_id)
-        if finished:
-            await self._announce_cancel_finish(trace_id)
+        if ended is not None:
+            await self._trace_ended(trace_id, ended)
         return True
 
     def _purge(self, trace_id: str) -> list[Any]:
@@ -392,8 +414,12 @@ class PenguiFlow:
         purged.extend(self._roundtrip.cancel(trace_id))
         return purged
 
-    async def _announce_cancel_finish(self, trace_id: str) -> None:
-        await self._events.emit(c.TRACE_CANCEL_FINISH, self._contexts[ROOKERY], trace_id)
+    async def _trace_ended(self, trace_id: str, end: TraceEnd) -> None:
+        """A trace has nothing pending any more: announce a cancelled one, journal it."""
+        if end == "cancelled":
+            await self._events.emit(c.TRACE_CANCEL_FINISH, self._contexts[ROOKERY], trace_id)
+        if self._journal is not None:
+            await self._journal.ended(trace_id, end)
 
     # -- state store, bus, misc -------------------------------------------------------------------
 
@@ -448,6 +474,32 @@ class PenguiFlow:
             owner=node,
         )
 
+    async def recover(self) -> int:
+        """Drive again every trace this flow started that its store holds as unfinished.
+
+        After a crash, a flow built the same way (same node names and edges) and started again
+        re-emits, with its original trace id, the input message of each trace that never
+        ended. Delivery is at least once: a node may see a message again, and
+        ``Context.idempotency_key`` helps it make its side effects safe.
+
+        Returns:
+            How many traces were emitted again.
+
+        Raises:
+            RuntimeError: the flow is not running, or its store keeps no trace journal.
+        """
+        if not self._running:
+            raise RuntimeError(c.NOT_RUNNING)
+        if self._journal is None:
+            raise RuntimeError(
+                "recover() needs a state_store that journals traces "
+                "(save_trace_start, save_trace_end, unfinished_traces)"
+            )
+        messages = await self._journal.unfinished()
+        for message in messages:
+            await self.emit(message)
+        return len(messages)
+
     def ensure_trace_event(self, trace_id: str) -> asyncio.Event:
         """Return the cancel flag of ``trace_id``, creating it if needed."""
         return self._traces.ensure_flag(trace_id)
@@ -484,7 +536,15 @@ class PenguiFlow:
             "external": len(self._owner.external),
             "stream_counters": sum(len(x._stream_seqs) for x in self._contexts.values()),
             "worker_index": len(self._worker_of),
+            "journal_starts": len(self._journal._starting) if self._journal is not None else 0,
         }
+
+
+def _journal_for(store: object, floes: Sequence[Floe]) -> TraceJournal | None:
+    """A journal when ``store`` keeps trace lifecycles, else None."""
+    if isinstance(store, SupportsTraceJournal):
+        return TraceJournal(store, flow_key(floes))
+    return None
 
 
 def _stamp(msg: Any, trace_id: str) -> Any:

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["TraceFlags", "TraceRecord", "TraceRegistry"]
+__all__ = ["TraceEnd", "TraceFlags", "TraceRecord", "TraceRegistry"]
+
+#: How a trace ended, as reported by ``TraceRegistry.finalize``.
+TraceEnd = Literal["finished", "cancelled", "failed"]
 
 
 @dataclass(slots=True)
@@ -41,6 +44,8 @@ class TraceRecord:
     """(counter map, stream id) pairs started under this trace, cleared when it ends."""
     on_end: list[Callable[[], None]] | None = None
     """Callbacks that drop state kept elsewhere for this trace (e.g. ``join_k`` buckets)."""
+    failed: bool = False
+    """Whether a message of the trace failed for good (its end status is then ``failed``)."""
 
 
 class TraceRegistry:
@@ -52,13 +57,15 @@ class TraceRegistry:
             insert an already-set ``asyncio.Event`` to mark a trace cancelled.
     """
 
-    __slots__ = ("flag_of", "flags", "generation", "maxsize", "records")
+    __slots__ = ("flag_of", "flags", "generation", "journaled", "maxsize", "records")
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self.generation = 0
         """Bumped by ``clear``, so that waiters can tell a stop from a release."""
         self.records: dict[str, TraceRecord] = {}
+        self.journaled = False
+        """Whether a trace journal wants every trace's end (see ``finalize``)."""
         self.flags = TraceFlags()
         # Raw reads of ``flags`` (no placeholder turned into an Event): dict's own get, bound
         # once, since the hot path asks for every item. None means not cancelled.
@@ -73,29 +80,34 @@ class TraceRegistry:
                 self.flags[trace_id] = None  # an unread flag (see TraceFlags)
         record.pending += items
 
-    def finalize(self, trace_id: str) -> bool:
+    def finalize(self, trace_id: str) -> TraceEnd | None:
         """Count one pending item of ``trace_id`` as done.
 
         Returns:
-            True if this ended a cancelled trace, so the caller must emit
-            ``trace_cancel_finish``.
+            None, unless this ended the trace and someone must hear of it: ``"cancelled"``
+            (the caller emits ``trace_cancel_finish``), or, with a journal attached,
+            ``"finished"`` or ``"failed"`` too (the caller records the end).
         """
         record = self.records.get(trace_id)
         if record is None:
-            return False
+            return None
         record.pending -= 1
         if record.pending > 0:
             if record.waiters and (self.maxsize <= 0 or record.pending <= self.maxsize):
                 _wake(record)
-            return False
+            return None
         return self._forget(trace_id, record)
 
-    def _forget(self, trace_id: str, record: TraceRecord) -> bool:
+    def _forget(self, trace_id: str, record: TraceRecord) -> TraceEnd | None:
         del self.records[trace_id]
         flag = dict.pop(self.flags, trace_id, None)
         if record.streams or record.on_end or record.waiters:
             _release(record)
-        return flag is not None and flag.is_set()
+        if flag is not None and flag.is_set():
+            return "cancelled"
+        if self.journaled:
+            return "failed" if record.failed else "finished"
+        return None
 
     def pending(self, trace_id: str) -> int:
         """Return the pending count of ``trace_id`` (0 if unknown)."""

@@ -135,7 +135,7 @@ class Worker:
 
     async def _serve(self) -> None:
         flow, ctx, node = self.flow, self.ctx, self.node
-        traces, enqueuer, router = flow._traces, flow._enqueuer, flow._router
+        enqueuer, router = flow._enqueuer, flow._router
         floes = ctx._all_in
         single = floes[0].queue if len(floes) == 1 else None
         while True:
@@ -177,8 +177,8 @@ class Worker:
                 await self._settle(item, trace_id, outcome)
             self.trace_id = self.item = None
             # After a handoff the output carries the input's pending count: nothing to finalize.
-            if routed != HANDED_OFF and trace_id is not None and traces.finalize(trace_id):
-                await flow._announce_cancel_finish(trace_id)
+            if routed != HANDED_OFF and trace_id is not None:
+                await self._finish(trace_id)
 
     def _admit(self, item: Any) -> TraceRecord:
         """Start on ``item`` and tell which path it takes.
@@ -229,8 +229,14 @@ class Worker:
     async def _done(self, trace_id: str | None) -> None:
         """Count the current item as finished."""
         self.trace_id = self.item = None
-        if trace_id is not None and self.flow._traces.finalize(trace_id):
-            await self.flow._announce_cancel_finish(trace_id)
+        await self._finish(trace_id)
+
+    async def _finish(self, trace_id: str | None) -> None:
+        """Finalize one item of ``trace_id`` and report the trace's end if it ended."""
+        if trace_id is not None:
+            ended = self.flow._traces.finalize(trace_id)
+            if ended is not None:
+                await self.flow._trace_ended(trace_id, ended)
 
     async def _settle(self, item: Any, trace_id: str | None, outcome: Any) -> None:
         """Finish an ordinary item whose attempt did not simply succeed."""
@@ -325,8 +331,7 @@ class Worker:
         await self.flow._events.emit(
             WORKER_RESTARTED, self.ctx, trace_id, extra={"exception": repr(exc)}
         )
-        if trace_id is not None and self.flow._traces.finalize(trace_id):
-            await self.flow._announce_cancel_finish(trace_id)
+        await self._finish(trace_id)
 
 
 _CANCELLED: Final = object()

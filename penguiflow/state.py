@@ -21,6 +21,8 @@ __all__ = [
     "StateStore",
     "StoredEvent",
     "SupportsConversationBindings",
+    "SupportsTraceLifecycle",
+    "UnfinishedTrace",
     "missing_capabilities",
     "require_capabilities",
 ]
@@ -139,6 +141,41 @@ class SupportsConversationBindings(Protocol):
         self, *, trace_id: str, context_id: str | None, task_id: str
     ) -> None:
         """Record that a remote task has finished."""
+        raise NotImplementedError
+
+
+class UnfinishedTrace(Protocol):
+    """What ``SupportsTraceLifecycle.unfinished_traces`` returns for each trace."""
+
+    @property
+    def trace_id(self) -> str:
+        """The trace's id."""
+        raise NotImplementedError
+
+    @property
+    def input_json(self) -> str:
+        """The JSON of the ``Message`` that started the trace."""
+        raise NotImplementedError
+
+
+@runtime_checkable
+class SupportsTraceLifecycle(Protocol):
+    """Optional store capability (beyond the contract): the trace journal for recovery.
+
+    A flow whose store has it records each trace's input message when the trace enters and
+    how it ended; ``PenguiFlow.recover()`` drives again the traces that never ended.
+    """
+
+    async def save_trace_start(self, trace_id: str, message_json: str, *, flow_key: str) -> None:
+        """Record that a trace started (again) with this input, as ``running``."""
+        raise NotImplementedError
+
+    async def save_trace_end(self, trace_id: str, status: str) -> None:
+        """Record how a trace ended: ``finished``, ``cancelled`` or ``failed``."""
+        raise NotImplementedError
+
+    async def unfinished_traces(self, flow_key: str) -> Sequence[UnfinishedTrace]:
+        """Return the flow's traces still ``running``, oldest first."""
         raise NotImplementedError
 
 

@@ -189,6 +189,9 @@ def test_all_lists_public_names() -> None:
         "SupportsConversationBindings",
         "missing_capabilities",
         "require_capabilities",
+        # Beyond the contract: the trace journal capability used for crash recovery.
+        "SupportsTraceLifecycle",
+        "UnfinishedTrace",
     }
 
 

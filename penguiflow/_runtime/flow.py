@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ..state import SupportsTraceLifecycle
 from ..types import WM, Message, StreamChunk
 from . import constants as c
 from .context import Context, Target
@@ -19,7 +20,7 @@ from .enqueue import Enqueuer, Tagged, trace_of
 from .events import EventSink
 from .graph import wire
 from .health import health_of
-from .journal import SupportsTraceJournal, TraceJournal, flow_key
+from .journal import TraceJournal, flow_key
 from .nodes import NodeStatus
 from .roundtrip import Roundtrip
 from .routing import Router, is_control, message_output_nodes
@@ -542,7 +543,7 @@ class PenguiFlow:
 
 def _journal_for(store: object, floes: Sequence[Floe]) -> TraceJournal | None:
     """A journal when ``store`` keeps trace lifecycles, else None."""
-    if isinstance(store, SupportsTraceJournal):
+    if isinstance(store, SupportsTraceLifecycle):
         return TraceJournal(store, flow_key(floes))
     return None
 

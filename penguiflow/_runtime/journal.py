@@ -1,10 +1,11 @@
 """The trace journal: what a durable store needs to re-drive unfinished traces after a crash.
 
-When a flow's ``state_store`` has the lifecycle methods (``save_trace_start``,
-``save_trace_end``, ``unfinished_traces``), the flow records each trace's input message when
-the trace enters through OpenSea and its status when it ends. ``PenguiFlow.recover()`` then
-emits again, with the same trace id, the input of every trace still marked running: delivery
-is at least once, and ``Context.idempotency_key`` lets nodes make their side effects safe.
+When a flow's ``state_store`` has the lifecycle methods of ``SupportsTraceLifecycle``
+(``save_trace_start``, ``save_trace_end``, ``unfinished_traces``), the flow records each
+trace's input message when the trace enters through OpenSea and its status when it ends.
+``PenguiFlow.recover()`` then emits again, with the same trace id, the input of every trace
+still marked running: delivery is at least once, and ``Context.idempotency_key`` lets nodes
+make their side effects safe.
 
 A flow is identified in the store by a key derived from its graph (node names and edges), so
 the same program finds its own traces after a restart without any extra argument.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
 
@@ -23,25 +24,12 @@ from ..types import Message
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ..state import SupportsTraceLifecycle
     from .floe import Floe
     from .tasks import TaskOwner
     from .traces import TraceEnd
 
-__all__ = ["SupportsTraceJournal", "TraceJournal", "flow_key", "idempotency_key"]
-
-
-@runtime_checkable
-class SupportsTraceJournal(Protocol):
-    """A store that keeps traces' inputs and statuses (the durable stores do)."""
-
-    async def save_trace_start(self, trace_id: str, message_json: str, *, flow_key: str) -> None:
-        """Record that a trace started with this input (JSON of a ``Message``)."""
-
-    async def save_trace_end(self, trace_id: str, status: str) -> None:
-        """Record how a trace ended: ``finished``, ``cancelled`` or ``failed``."""
-
-    async def unfinished_traces(self, flow_key: str) -> Sequence[Any]:
-        """Return the traces of ``flow_key`` still running, each with ``input_json``."""
+__all__ = ["TraceJournal", "flow_key", "idempotency_key"]
 
 
 def flow_key(floes: Sequence[Floe]) -> str:
@@ -80,7 +68,7 @@ class TraceJournal:
 
     __slots__ = ("_starting", "key", "store")
 
-    def __init__(self, store: SupportsTraceJournal, key: str) -> None:
+    def __init__(self, store: SupportsTraceLifecycle, key: str) -> None:
         self.store = store
         self.key = key
         # Starts written by a task (emit_nowait cannot wait), until that task is done.

@@ -1,0 +1,62 @@
+"""Durable and in-memory ``StateStore`` implementations, all behind one batching writer.
+
+``MemoryStore`` needs nothing; ``SQLiteStore`` needs ``aiosqlite`` (the ``sqlite`` extra) and
+``PostgresStore`` needs ``asyncpg`` (the ``postgres`` extra). Those two are imported only
+when first named, so importing this package never pulls in an optional dependency.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ..state import SupportsTraceLifecycle
+from ._errors import (
+    CorruptRecordError,
+    IncompatibleStoreError,
+    SchemaVersionError,
+    StoreBrokenError,
+    StoreClosedError,
+    StoreError,
+    WriteBufferFull,
+)
+from ._schema import SCHEMA_VERSION
+from ._types import StoredTrace, TraceStatus
+from ._writer import Backoff, BatchWriter, WriterStatistics
+from .memory import MemoryStore
+
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
+    from .sqlite import SQLiteStore
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Backoff",
+    "BatchWriter",
+    "CorruptRecordError",
+    "IncompatibleStoreError",
+    "MemoryStore",
+    "PostgresStore",
+    "SQLiteStore",
+    "SchemaVersionError",
+    "StoreBrokenError",
+    "StoreClosedError",
+    "StoreError",
+    "StoredTrace",
+    "SupportsTraceLifecycle",
+    "TraceStatus",
+    "WriteBufferFull",
+    "WriterStatistics",
+]
+
+_LAZY = {"SQLiteStore": ".sqlite", "PostgresStore": ".postgres"}
+
+
+def __getattr__(name: str) -> object:
+    """Import ``SQLiteStore`` or ``PostgresStore`` (and their driver) on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

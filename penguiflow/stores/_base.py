@@ -1,0 +1,328 @@
+"""``StoreBase``: what every store shares — its writer, its lifecycle and its public methods.
+
+A concrete store supplies a backend: how to open and release it, how to commit a batch of
+writes in one transaction, and how to answer the four reads. Everything else (queueing
+writes in order, backpressure, retries, read-your-writes, validation of arguments) is here,
+so the three stores behave alike and one conformance suite checks them all.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+from typing import TYPE_CHECKING, Literal
+
+from ._codec import encode_json
+from ._errors import StoreClosedError, WriteBufferFull
+from ._types import (
+    END_STATUSES,
+    TRACE_STATUSES,
+    BindingQuery,
+    BindingSave,
+    BindingTerminal,
+    StoredTrace,
+    TraceEnd,
+    TraceQuery,
+    TraceStart,
+    TraceStatus,
+    WriteOp,
+)
+from ._writer import Backoff, BatchWriter, WriterStatistics
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from types import TracebackType
+    from typing import Self
+
+    from ..state import RemoteBinding, StoredEvent
+
+__all__ = ["StoreBase", "binding_key"]
+
+
+def binding_key(trace_id: str, context_id: str | None, task_id: str) -> str:
+    """Return the key that identifies a remote binding: its trace, context and task."""
+    return encode_json([trace_id, context_id, task_id])
+
+
+class StoreBase(abc.ABC):
+    """A state store whose writes go through one ``BatchWriter``.
+
+    Every write (``save_event``, ``save_trace_start``, ``save_trace_end``,
+    ``save_remote_binding``, ``mark_binding_terminal``) is queued and committed in call order
+    by the store's writer task; it returns as soon as the write is queued, and waits while
+    the buffer is full. Every read first waits for the writes queued before it (so a store
+    reads its own writes), then asks the backend.
+
+    The store opens on ``start()``, ``async with``, or the first call; ``close()`` commits
+    what is queued and releases the backend; a closed store refuses every call with
+    ``StoreClosedError``.
+
+    Subclass hook: ``_commit_batch(batch)`` is what the writer calls; a subclass may
+    override it to delay or fail commits (the conformance tests do).
+
+    Args:
+        name: Names the store and where it keeps its data, in logs and errors.
+        batch_size: The most writes committed in one transaction.
+        buffer_size: The most writes held before savers wait.
+        retry_initial_s: The wait after a first failed commit; it doubles on each failure.
+        retry_max_s: The cap on the wait between commit attempts.
+        clock: The wall clock that stamps traces and bindings (epoch seconds).
+
+    Raises:
+        ValueError: inconsistent sizes or retry waits.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        batch_size: int,
+        buffer_size: int,
+        retry_initial_s: float,
+        retry_max_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._writer: BatchWriter[WriteOp] = BatchWriter(
+            self._commit_batch,
+            name=name,
+            batch_size=batch_size,
+            buffer_size=buffer_size,
+            backoff=Backoff(retry_initial_s, retry_max_s),
+        )
+        self._name = name
+        self._clock = clock
+        self._phase: Literal["new", "started", "closed"] = "new"
+        self._lock = asyncio.Lock()
+
+    def describe(self) -> str:
+        """Name the store and where it keeps its data, for logs and errors."""
+        return self._name
+
+    @property
+    def write_failures(self) -> int:
+        """How many commit attempts have failed so far (each was logged and retried)."""
+        return self._writer.failures
+
+    def statistics(self) -> WriterStatistics:
+        """Return a snapshot of the writer's buffer and counters."""
+        return self._writer.statistics()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Open the backend (checking or creating its schema) and start the writer task.
+
+        Does nothing if already started; concurrent calls open once.
+
+        Raises:
+            StoreClosedError: the store was closed.
+            IncompatibleStoreError: the database is not a penguiflow store this code can use.
+        """
+        if self._phase == "started":
+            return
+        async with self._lock:
+            if self._phase == "closed":
+                raise StoreClosedError(self.describe())
+            if self._phase == "new":
+                await self._open()
+                self._writer.start()
+                self._phase = "started"
+
+    async def close(self) -> None:
+        """Commit every queued write, stop the writer and release the backend. Idempotent.
+
+        Waits while commits fail and are retried; cancel it to give up (the abandoned writes
+        are logged as ``state_store_writes_abandoned``); the backend is released either way.
+        """
+        async with self._lock:
+            if self._phase == "closed":
+                return
+            started = self._phase == "started"
+            self._phase = "closed"
+        try:
+            await self._writer.close()
+        finally:
+            if started:
+                await self._release()
+
+    async def flush(self) -> None:
+        """Wait until every write queued before this call is committed.
+
+        Raises:
+            StoreBrokenError: the writer task stopped before committing them.
+        """
+        await self._writer.flush()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -------------------------------------------------------------------- writes
+
+    async def save_event(self, event: StoredEvent) -> None:
+        """Queue one event; waits only while the write buffer is full.
+
+        Raises:
+            StoreClosedError: the store was closed.
+            StoreBrokenError: the writer task stopped unexpectedly.
+        """
+        if self._phase == "started":
+            try:
+                self._writer.put_nowait(event)  # the hot path: no await, no suspension
+            except WriteBufferFull:
+                await self._writer.put(event)
+            return
+        await self._enqueue(event)
+
+    async def save_trace_start(self, trace_id: str, message_json: str, *, flow_key: str) -> None:
+        """Record that ``trace_id`` started (or started again) with this input, as running.
+
+        ``message_json`` is kept verbatim. A restart keeps the first ``created_at``.
+        """
+        await self._enqueue(TraceStart(trace_id, message_json, flow_key, self._clock()))
+
+    async def save_trace_end(self, trace_id: str, status: str) -> None:
+        """Record how a trace ended; a trace never started is left unrecorded.
+
+        Raises:
+            ValueError: ``status`` is not ``finished``, ``cancelled`` or ``failed``.
+        """
+        ended = END_STATUSES.get(status)
+        if ended is None:
+            raise ValueError(
+                f"save_trace_end: status must be one of {tuple(END_STATUSES)}, got {status!r}"
+            )
+        await self._enqueue(TraceEnd(trace_id, ended, self._clock()))
+
+    async def save_remote_binding(self, binding: RemoteBinding) -> None:
+        """Save a binding, replacing the one with the same trace, context and task.
+
+        A snapshot is queued, so later changes to ``binding`` are not saved.
+        """
+        snapshot = dataclasses.replace(binding, metadata=dict(binding.metadata))
+        await self._enqueue(BindingSave(snapshot, self._clock()))
+
+    async def mark_binding_terminal(
+        self, *, trace_id: str, context_id: str | None, task_id: str
+    ) -> None:
+        """Record that a binding's remote task has finished; unknown bindings are ignored."""
+        await self._enqueue(BindingTerminal(trace_id, context_id, task_id, self._clock()))
+
+    async def _enqueue(self, op: WriteOp) -> None:
+        if self._phase != "started":
+            await self.start()
+        await self._writer.put(op)
+
+    # --------------------------------------------------------------------- reads
+
+    async def load_history(self, trace_id: str) -> list[StoredEvent]:
+        """Return the events of a trace in the order they were saved.
+
+        Raises:
+            CorruptRecordError: a stored event cannot be decoded.
+        """
+        await self._settle()
+        return await self._read_history(trace_id)
+
+    async def list_traces(
+        self,
+        *,
+        status: TraceStatus | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        flow_key: str | None = None,
+        limit: int = 100,
+    ) -> list[StoredTrace]:
+        """Return traces, most recently updated first.
+
+        Args:
+            status: Only traces with this status.
+            since: Only traces updated at or after this time (epoch seconds).
+            until: Only traces updated before this time (epoch seconds).
+            flow_key: Only traces of this flow.
+            limit: At most this many.
+
+        Raises:
+            ValueError: an unknown ``status`` or a negative ``limit``.
+        """
+        if status is not None and status not in TRACE_STATUSES:
+            raise ValueError(
+                f"list_traces: status must be one of {tuple(TRACE_STATUSES)}, got {status!r}"
+            )
+        if limit < 0:
+            raise ValueError(f"list_traces: limit must be >= 0, got {limit}")
+        await self._settle()
+        query = TraceQuery(status, since, until, flow_key, limit)
+        return await self._read_traces(query)
+
+    async def unfinished_traces(self, flow_key: str) -> list[StoredTrace]:
+        """Return the flow's traces that are still running, oldest first (for recovery)."""
+        await self._settle()
+        query = TraceQuery("running", flow_key=flow_key, limit=None, oldest_first=True)
+        return await self._read_traces(query)
+
+    async def find_binding(
+        self,
+        *,
+        router_session_id: str,
+        agent_url: str,
+        remote_skill: str | None,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+    ) -> RemoteBinding | None:
+        """Return the most recently saved binding matching every argument, or None.
+
+        None arguments match only bindings where that field is None.
+        """
+        await self._settle()
+        query = BindingQuery(router_session_id, agent_url, remote_skill, tenant_id, user_id)
+        return await self._read_binding(query)
+
+    async def list_bindings(self, *, router_session_id: str) -> list[RemoteBinding]:
+        """Return the bindings of a routing session, least recently saved first."""
+        await self._settle()
+        return await self._read_bindings(router_session_id)
+
+    async def _settle(self) -> None:
+        if self._phase != "started":
+            await self.start()
+        await self._writer.flush()
+
+    # ------------------------------------------------------------------- backend
+
+    @abc.abstractmethod
+    async def _open(self) -> None:
+        """Connect and check or create the schema; write nothing to a foreign database."""
+
+    @abc.abstractmethod
+    async def _release(self) -> None:
+        """Release what ``_open`` acquired."""
+
+    @abc.abstractmethod
+    async def _commit_batch(self, batch: Sequence[WriteOp]) -> None:
+        """Apply ``batch`` in one transaction; on failure apply none of it and raise."""
+
+    @abc.abstractmethod
+    async def _read_history(self, trace_id: str) -> list[StoredEvent]:
+        """Return the trace's events in save order."""
+
+    @abc.abstractmethod
+    async def _read_traces(self, query: TraceQuery) -> list[StoredTrace]:
+        """Return the traces ``query`` selects, in its order."""
+
+    @abc.abstractmethod
+    async def _read_binding(self, query: BindingQuery) -> RemoteBinding | None:
+        """Return the most recently saved binding ``query`` selects."""
+
+    @abc.abstractmethod
+    async def _read_bindings(self, router_session_id: str) -> list[RemoteBinding]:
+        """Return the session's bindings, least recently saved first."""

@@ -1,0 +1,115 @@
+"""Every exception the state stores raise on purpose.
+
+Hierarchy::
+
+    Exception
+     └── StoreError                 base of everything below; catch it to catch them all
+          ├── WriteBufferFull                            put_nowait found no room
+          ├── StoreClosedError       (also RuntimeError) you closed the store
+          ├── StoreBrokenError       (also RuntimeError) the store's writer stopped on its own
+          ├── IncompatibleStoreError (also RuntimeError) the database is not a penguiflow store
+          │    └── SchemaVersionError                   ... made by a newer penguiflow
+          └── CorruptRecordError     (also ValueError)   a stored row cannot be decoded
+
+A failing commit is not an exception the caller sees: the writer retries it and logs
+``state_store_write_failed`` (see ``_writer``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptRecordError",
+    "IncompatibleStoreError",
+    "SchemaVersionError",
+    "StoreBrokenError",
+    "StoreClosedError",
+    "StoreError",
+    "WriteBufferFull",
+]
+
+
+class StoreError(Exception):
+    """Base class of the errors a state store raises on purpose."""
+
+
+class StoreClosedError(StoreError, RuntimeError):
+    """The store was closed: it accepts no more writes and answers no more reads.
+
+    Attributes:
+        store: A description of the store (its class and location).
+    """
+
+    def __init__(self, store: str) -> None:
+        super().__init__(f"{store} is closed")
+        self.store = store
+
+
+class StoreBrokenError(StoreError, RuntimeError):
+    """The store's writer task ended without ``close()``; writes can no longer be committed.
+
+    Attributes:
+        store: A description of the store (its class and location).
+    """
+
+    def __init__(self, store: str) -> None:
+        super().__init__(f"the writer of {store} stopped unexpectedly; see the logged error")
+        self.store = store
+
+
+class IncompatibleStoreError(StoreError, RuntimeError):
+    """The database at a location is not a penguiflow store this code can use.
+
+    Raised when the store opens, before it writes anything.
+
+    Attributes:
+        location: The file path, or the PostgreSQL database and schema.
+        problem: What is wrong, in words.
+    """
+
+    def __init__(self, location: str, problem: str) -> None:
+        super().__init__(f"cannot use {location} as a penguiflow state store: {problem}")
+        self.location = location
+        self.problem = problem
+
+
+class SchemaVersionError(IncompatibleStoreError):
+    """The database's schema was written by a newer penguiflow; it is left untouched.
+
+    Attributes:
+        found: The schema version recorded in the database.
+        supported: The newest schema version this code knows.
+    """
+
+    def __init__(self, location: str, *, found: int, supported: int) -> None:
+        super().__init__(
+            location,
+            f"its schema version is {found} but this penguiflow supports versions up to "
+            f"{supported}; upgrade penguiflow (the database was not modified)",
+        )
+        self.found = found
+        self.supported = supported
+
+
+class CorruptRecordError(StoreError, ValueError):
+    """A stored row cannot be decoded; the row is left as it is.
+
+    Attributes:
+        table: The table holding the row.
+        row_id: The row's key (event id, trace id or binding key).
+        problem: What failed to decode.
+    """
+
+    def __init__(self, table: str, row_id: object, problem: str) -> None:
+        super().__init__(f"cannot decode row {row_id!r} of table {table!r}: {problem}")
+        self.table = table
+        self.row_id = row_id
+        self.problem = problem
+
+
+class WriteBufferFull(StoreError):
+    """``BatchWriter.put_nowait`` found the buffer full; ``put`` would have waited."""
+
+    def __init__(self, store: str, capacity: int) -> None:
+        super().__init__(f"the write buffer of {store} is full ({capacity} writes)")
+        self.store = store
+        self.capacity = capacity

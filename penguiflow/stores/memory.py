@@ -1,0 +1,170 @@
+"""``MemoryStore``: the state store that keeps everything in the process, for tests and demos.
+
+It goes through the same writer as the durable stores and keeps payloads and metadata as the
+same JSON text, so code that works against it sees what it would see with SQLite or
+PostgreSQL: the same ordering, backpressure and flushing, and the same decoded values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from typing import TYPE_CHECKING
+
+from ..state import RemoteBinding, StoredEvent
+from ._base import StoreBase, binding_key
+from ._codec import decode_object, encode_json
+from ._types import BindingSave, BindingTerminal, StoredTrace, TraceEnd, TraceStart
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ._types import BindingQuery, TraceQuery, WriteOp
+
+__all__ = ["MemoryStore"]
+
+# (id, trace_id, ts, kind, node_name, node_id, payload JSON): an ``events`` row.
+_EventRow = tuple[int, str | None, float, str, str | None, str | None, str]
+
+
+@dataclasses.dataclass(slots=True)
+class _BindingRow:
+    binding: RemoteBinding  # metadata emptied; kept as JSON in ``metadata_json``
+    metadata_json: str
+
+
+class MemoryStore(StoreBase):
+    """Keeps events, traces and remote bindings in memory; nothing survives the process.
+
+    Memory grows with every event saved; it is meant for tests, demos and short runs.
+    See ``StoreBase`` for the behaviour shared by every store.
+
+    Args:
+        batch_size: The most writes applied at once.
+        buffer_size: The most writes held before savers wait.
+        retry_initial_s: The wait after a first failed commit (only a subclass can fail).
+        retry_max_s: The cap on the wait between commit attempts.
+        clock: The wall clock that stamps traces and bindings.
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_size: int = 512,
+        buffer_size: int = 8192,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            name=f"MemoryStore at {id(self):#x}",
+            batch_size=batch_size,
+            buffer_size=buffer_size,
+            retry_initial_s=retry_initial_s,
+            retry_max_s=retry_max_s,
+            clock=clock,
+        )
+        self._event_ids = itertools.count(1)
+        self._histories: dict[str | None, list[_EventRow]] = {}
+        self._traces: dict[str, StoredTrace] = {}
+        self._bindings: dict[str, _BindingRow] = {}
+
+    async def _open(self) -> None:
+        return None
+
+    async def _release(self) -> None:
+        return None
+
+    async def _commit_batch(self, batch: Sequence[WriteOp]) -> None:
+        # Applied one by one, in call order: the reference the SQL stores' folding must match
+        # (see ``_fold``). Nothing here can fail half-way: encoding never raises.
+        histories, ids = self._histories, self._event_ids
+        for op in batch:
+            if isinstance(op, StoredEvent):
+                row = (
+                    next(ids),
+                    op.trace_id,
+                    op.ts,
+                    op.kind,
+                    op.node_name,
+                    op.node_id,
+                    encode_json(op.payload),
+                )
+                histories.setdefault(op.trace_id, []).append(row)
+            else:
+                self._apply(op)
+
+    def _apply(self, op: WriteOp) -> None:
+        if isinstance(op, TraceStart):
+            known = self._traces.get(op.trace_id)
+            created_at = op.at if known is None else known.created_at
+            self._traces[op.trace_id] = StoredTrace(
+                op.trace_id, "running", op.input_json, created_at, op.at, op.flow_key
+            )
+        elif isinstance(op, TraceEnd):
+            trace = self._traces.get(op.trace_id)
+            if trace is not None:
+                trace.status, trace.updated_at = op.status, op.at
+        elif isinstance(op, BindingSave):
+            binding = op.binding
+            key = binding_key(binding.trace_id, binding.context_id, binding.task_id)
+            self._bindings.pop(key, None)  # re-inserted last: dicts keep save order
+            self._bindings[key] = _BindingRow(
+                dataclasses.replace(binding, metadata={}), encode_json(binding.metadata)
+            )
+        elif isinstance(op, BindingTerminal):
+            row = self._bindings.get(binding_key(op.trace_id, op.context_id, op.task_id))
+            if row is not None:
+                row.binding.is_terminal = True
+
+    async def _read_history(self, trace_id: str) -> list[StoredEvent]:
+        return [
+            StoredEvent(
+                trace, ts, kind, name, node_id, decode_object(text, table="events", row_id=row_id)
+            )
+            for row_id, trace, ts, kind, name, node_id, text in self._histories.get(trace_id, ())
+        ]
+
+    async def _read_traces(self, query: TraceQuery) -> list[StoredTrace]:
+        selected = [
+            trace
+            for trace in self._traces.values()
+            if (query.status is None or trace.status == query.status)
+            and (query.flow_key is None or trace.flow_key == query.flow_key)
+            and (query.since is None or trace.updated_at >= query.since)
+            and (query.until is None or trace.updated_at < query.until)
+        ]
+        if query.oldest_first:
+            selected.sort(key=lambda trace: (trace.created_at, trace.trace_id))
+        else:
+            selected.sort(key=lambda trace: trace.trace_id)
+            selected.sort(key=lambda trace: trace.updated_at, reverse=True)
+        if query.limit is not None:
+            selected = selected[: query.limit]
+        return [dataclasses.replace(trace) for trace in selected]
+
+    async def _read_binding(self, query: BindingQuery) -> RemoteBinding | None:
+        for key, row in reversed(self._bindings.items()):
+            binding = row.binding
+            if (
+                binding.router_session_id == query.router_session_id
+                and binding.agent_url == query.agent_url
+                and binding.remote_skill == query.remote_skill
+                and binding.tenant_id == query.tenant_id
+                and binding.user_id == query.user_id
+            ):
+                return _binding(key, row)
+        return None
+
+    async def _read_bindings(self, router_session_id: str) -> list[RemoteBinding]:
+        return [
+            _binding(key, row)
+            for key, row in self._bindings.items()
+            if row.binding.router_session_id == router_session_id
+        ]
+
+
+def _binding(key: str, row: _BindingRow) -> RemoteBinding:
+    metadata = decode_object(row.metadata_json, table="remote_bindings", row_id=key)
+    return dataclasses.replace(row.binding, metadata=metadata)

@@ -1,0 +1,338 @@
+"""``SQLiteStore``: the embedded durable store, one SQLite file in WAL mode, via ``aiosqlite``.
+
+Two connections, each on its own ``aiosqlite`` thread so the event loop never blocks: the
+writer's, used only by the writer task (one statement, hence one transaction, per batch; see
+``_BATCH_PARTS``), and a reader's, which sees committed data only (WAL lets it read while the
+writer writes). Needs SQLite 3.33 or later with its JSON functions (upsert, UPDATE FROM).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Final
+
+import aiosqlite
+
+from ._base import StoreBase
+from ._codec import clean_text, encode_json
+from ._errors import IncompatibleStoreError
+from ._fold import fold
+from ._rows import (
+    BINDING_COLUMNS,
+    binding_from_row,
+    binding_row,
+    event_from_row,
+    events_document,
+    select_traces,
+    terminal_row,
+    trace_end_row,
+    trace_from_row,
+    trace_upsert_row,
+)
+from ._schema import KNOWN_TABLES, SCHEMA_META, VERSION_KEY, Migration, check_tables, plan
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ..state import RemoteBinding, StoredEvent
+    from ._types import BindingQuery, StoredTrace, TraceQuery, WriteOp
+
+__all__ = ["MIGRATIONS", "SQLiteStore"]
+
+logger = logging.getLogger("penguiflow.stores")
+
+_MIN_SQLITE: Final = (3, 33, 0)
+
+MIGRATIONS: Final = (
+    Migration(
+        1,
+        "schema_meta, events, remote_bindings",
+        (
+            "CREATE TABLE schema_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, trace_id TEXT, ts REAL,"
+            " kind TEXT NOT NULL, node_name TEXT, node_id TEXT, payload TEXT NOT NULL)",
+            "CREATE INDEX events_by_trace ON events (trace_id, id)",
+            "CREATE INDEX events_by_ts ON events (ts)",
+            "CREATE TABLE remote_bindings (binding_key TEXT PRIMARY KEY, seq INTEGER NOT NULL,"
+            " trace_id TEXT NOT NULL, context_id TEXT, task_id TEXT NOT NULL,"
+            " agent_url TEXT NOT NULL, router_session_id TEXT, remote_skill TEXT,"
+            " tenant_id TEXT, user_id TEXT, last_remote_task_id TEXT,"
+            " is_terminal INTEGER NOT NULL, metadata TEXT NOT NULL, updated_at REAL NOT NULL)",
+            "CREATE INDEX remote_bindings_by_session"
+            " ON remote_bindings (router_session_id, agent_url, seq)",
+        ),
+    ),
+    Migration(
+        2,
+        "traces",
+        (
+            "CREATE TABLE traces (trace_id TEXT PRIMARY KEY, status TEXT NOT NULL"
+            " CHECK (status IN ('running', 'finished', 'cancelled', 'failed')),"
+            " input_json TEXT, flow_key TEXT NOT NULL,"
+            " created_at REAL NOT NULL, updated_at REAL NOT NULL)",
+            "CREATE INDEX traces_by_status ON traces (status, updated_at)",
+            "CREATE INDEX traces_by_update ON traces (updated_at)",
+            "CREATE INDEX traces_by_flow ON traces (flow_key, status, created_at)",
+        ),
+    ),
+)
+"""Every schema step, oldest first; see ``_schema``."""
+
+
+def _columns(count: int, *names: str) -> str:
+    """Select the first ``count`` items of each json_each row, named ``names`` if given."""
+    items = [f"json_extract(value, '$[{n}]')" for n in range(count)]
+    return (
+        ", ".join(f"{item} AS {name}" for item, name in zip(items, names, strict=True))
+        if names
+        else ", ".join(items)
+    )
+
+
+_SET_VERSION: Final = (
+    f"INSERT INTO {SCHEMA_META} (key, value) VALUES ('{VERSION_KEY}', ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+# A batch is one statement: an insert into a view of this connection whose INSTEAD OF trigger
+# applies the folded batch (``_fold``), each part given as one JSON array (json_each). One
+# statement is one transaction, and SQLite's thread runs it in C from start to end: it needs
+# the GIL back once per batch, where ``executemany`` needs it once per row and a script once
+# per statement, each time waiting up to the switch interval (5 ms) behind a busy event loop.
+# The view and trigger are TEMP: they live in the connection, never in the database file.
+_BATCH_PARTS: Final = (
+    "INSERT INTO events (trace_id, ts, kind, node_name, node_id, payload)"
+    f" SELECT {_columns(6)} FROM json_each(NEW.events) ORDER BY key",
+    "INSERT INTO traces (trace_id, status, input_json, flow_key, created_at, updated_at)"
+    f" SELECT {_columns(6)} FROM json_each(NEW.trace_upserts) WHERE true"
+    " ON CONFLICT (trace_id) DO UPDATE SET status = excluded.status,"
+    " input_json = excluded.input_json, flow_key = excluded.flow_key,"
+    " updated_at = excluded.updated_at",
+    "UPDATE traces SET status = j.status, updated_at = j.at"
+    f" FROM (SELECT {_columns(3, 'trace_id', 'status', 'at')}"
+    " FROM json_each(NEW.trace_ends)) AS j WHERE traces.trace_id = j.trace_id",
+    "UPDATE remote_bindings SET is_terminal = 1, updated_at = j.at"
+    f" FROM (SELECT {_columns(2, 'binding_key', 'at')}"
+    " FROM json_each(NEW.binding_terminals)) AS j"
+    " WHERE remote_bindings.binding_key = j.binding_key",
+    f"INSERT INTO remote_bindings ({BINDING_COLUMNS}, updated_at, seq)"
+    f" SELECT {_columns(13)}, (SELECT coalesce(max(seq), 0) FROM remote_bindings) + 1 + key"
+    " FROM json_each(NEW.binding_saves) WHERE true"
+    " ON CONFLICT (binding_key) DO UPDATE SET context_id = excluded.context_id,"
+    " agent_url = excluded.agent_url, router_session_id = excluded.router_session_id,"
+    " remote_skill = excluded.remote_skill, tenant_id = excluded.tenant_id,"
+    " user_id = excluded.user_id, last_remote_task_id = excluded.last_remote_task_id,"
+    " is_terminal = excluded.is_terminal, metadata = excluded.metadata,"
+    " updated_at = excluded.updated_at, seq = excluded.seq",
+)
+_BATCH_VIEW: Final = (
+    "CREATE TEMP VIEW penguiflow_batch"
+    " (events, trace_upserts, trace_ends, binding_terminals, binding_saves)"
+    " AS SELECT NULL, NULL, NULL, NULL, NULL"
+)
+_BATCH_TRIGGER: Final = (
+    "CREATE TEMP TRIGGER penguiflow_batch_commit INSTEAD OF INSERT ON penguiflow_batch BEGIN "
+    + "; ".join(_BATCH_PARTS)
+    + "; END"
+)
+_COMMIT_BATCH: Final = "INSERT INTO penguiflow_batch VALUES (?, ?, ?, ?, ?)"
+_HISTORY: Final = (
+    "SELECT id, trace_id, ts, kind, node_name, node_id, payload FROM events"
+    " WHERE trace_id = ? ORDER BY id"
+)
+_FIND_BINDING: Final = (
+    f"SELECT {BINDING_COLUMNS} FROM remote_bindings WHERE router_session_id = ?"
+    " AND agent_url = ? AND remote_skill IS ? AND tenant_id IS ? AND user_id IS ?"
+    " ORDER BY seq DESC LIMIT 1"
+)
+_LIST_BINDINGS: Final = (
+    f"SELECT {BINDING_COLUMNS} FROM remote_bindings WHERE router_session_id = ? ORDER BY seq"
+)
+
+
+class SQLiteStore(StoreBase):
+    """A state store in one SQLite file (WAL journal, ``synchronous=NORMAL``).
+
+    Opening checks the file before writing anything: a file that is not SQLite, or holds
+    tables of our names that penguiflow did not make, or a schema newer than this code,
+    raises and is left as it was; an older penguiflow schema is migrated in one transaction.
+    See ``StoreBase`` for the behaviour shared by every store.
+
+    With ``synchronous=NORMAL`` a committed batch survives a crash of the process; a power
+    loss may lose the last batches (never corrupt the file).
+
+    Args:
+        path: The database file; created if missing.
+        batch_size: The most writes committed in one transaction.
+        buffer_size: The most writes held before savers wait.
+        retry_initial_s: The wait after a first failed commit; doubles on each failure.
+        retry_max_s: The cap on the wait between commit attempts.
+        busy_timeout_s: How long a statement waits for another process's lock.
+        clock: The wall clock that stamps traces and bindings.
+
+    Raises:
+        ValueError: ``path`` is ``":memory:"`` (use ``MemoryStore``), or bad sizes.
+        RuntimeError: the SQLite library is older than 3.33.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        batch_size: int = 2048,
+        buffer_size: int = 8192,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 5.0,
+        busy_timeout_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            raise RuntimeError(
+                f"SQLiteStore needs SQLite {'.'.join(map(str, _MIN_SQLITE))} or later, "
+                f"this Python has {sqlite3.sqlite_version}"
+            )
+        self._path = os.fspath(path)
+        if self._path == ":memory:":
+            raise ValueError("SQLiteStore needs a file; for a store in memory use MemoryStore")
+        super().__init__(
+            name=f"SQLiteStore({self._path!r})",
+            batch_size=batch_size,
+            buffer_size=buffer_size,
+            retry_initial_s=retry_initial_s,
+            retry_max_s=retry_max_s,
+            clock=clock,
+        )
+        self._busy_timeout_ms = int(busy_timeout_s * 1000)
+        self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    async def _open(self) -> None:
+        db = await self._connect()
+        try:
+            await self._prepare(db)
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute(_BATCH_VIEW)
+            await db.execute(_BATCH_TRIGGER)
+            reader = await self._connect()
+        except BaseException:
+            await db.close()
+            raise
+        self._db, self._reader = db, reader
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self._path, isolation_level=None)
+        await db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        return db
+
+    async def _prepare(self, db: aiosqlite.Connection) -> None:
+        """Check the schema and migrate it in one transaction; then switch to WAL."""
+        try:
+            await db.execute("BEGIN IMMEDIATE")  # the first read of the file, and a lock
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorname == "SQLITE_NOTADB":
+                raise IncompatibleStoreError(self._path, f"not a SQLite database ({exc})") from exc
+            exc.add_note(f"while opening the SQLite store {self._path!r}")
+            raise
+        try:
+            found = await _inspect(db)
+            version = None
+            if check_tables(self._path, found):
+                rows = await db.execute_fetchall(
+                    f"SELECT value FROM {SCHEMA_META} WHERE key = ?", (VERSION_KEY,)
+                )
+                version = next((str(row[0]) for row in rows), None)
+            for step in plan(self._path, found, version, MIGRATIONS):
+                for statement in step.statements:
+                    await db.execute(statement)
+                await db.execute(_SET_VERSION, (str(step.version),))
+                logger.info(
+                    "state_store_migrated",
+                    extra={
+                        "event": "state_store_migrated",
+                        "store": self.describe(),
+                        "version": step.version,
+                        "summary": step.summary,
+                    },
+                )
+            await db.execute("COMMIT")
+        except BaseException:
+            # Some errors (disk full, I/O) end the transaction themselves.
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        await db.execute("PRAGMA journal_mode = WAL")
+
+    async def _release(self) -> None:
+        db, reader = self._db, self._reader
+        self._db = self._reader = None
+        try:
+            if reader is not None:
+                await reader.close()
+        finally:
+            if db is not None:
+                await db.close()
+
+    async def _commit_batch(self, batch: Sequence[WriteOp]) -> None:
+        db = self._db
+        assert db is not None, "the writer runs only while the store is open"
+        folded = fold(batch)
+        documents = (
+            events_document(folded.events) if folded.events else None,
+            _document([trace_upsert_row(u) for u in folded.trace_upserts]),
+            _document([trace_end_row(op) for op in folded.trace_ends]),
+            _document([terminal_row(op) for op in folded.binding_terminals]),
+            _document([binding_row(op) for op in folded.binding_saves]),
+        )
+        await db.execute(_COMMIT_BATCH, documents)
+
+    async def _read(self, sql: str, args: Sequence[object]) -> list[sqlite3.Row]:
+        assert self._reader is not None, "reads run only while the store is open"
+        return list(await self._reader.execute_fetchall(sql, args))
+
+    async def _read_history(self, trace_id: str) -> list[StoredEvent]:
+        return [event_from_row(row) for row in await self._read(_HISTORY, (clean_text(trace_id),))]
+
+    async def _read_traces(self, query: TraceQuery) -> list[StoredTrace]:
+        sql, args = select_traces(query, lambda _: "?")
+        return [trace_from_row(row) for row in await self._read(sql, args)]
+
+    async def _read_binding(self, query: BindingQuery) -> RemoteBinding | None:
+        args = (
+            clean_text(query.router_session_id),
+            clean_text(query.agent_url),
+            clean_text(query.remote_skill),
+            clean_text(query.tenant_id),
+            clean_text(query.user_id),
+        )
+        rows = await self._read(_FIND_BINDING, args)
+        return binding_from_row(rows[0]) if rows else None
+
+    async def _read_bindings(self, router_session_id: str) -> list[RemoteBinding]:
+        rows = await self._read(_LIST_BINDINGS, (clean_text(router_session_id),))
+        return [binding_from_row(row) for row in rows]
+
+
+def _document(rows: list[tuple[object, ...]]) -> str | None:
+    """Encode ``rows`` as one JSON array, or None (no rows: that part of the batch is empty)."""
+    return encode_json(rows) if rows else None
+
+
+async def _inspect(db: aiosqlite.Connection) -> dict[str, list[str]]:
+    """Return the columns of every table of ``KNOWN_TABLES`` present."""
+    marks = ", ".join("?" for _ in KNOWN_TABLES)
+    tables = await db.execute_fetchall(
+        f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})",
+        KNOWN_TABLES,
+    )
+    found: dict[str, list[str]] = {}
+    for (name,) in tables:
+        columns = await db.execute_fetchall("SELECT name FROM pragma_table_info(?)", (name,))
+        found[name] = [column for (column,) in columns]
+    return found

@@ -1,0 +1,98 @@
+"""The stores' JSON codec: strict JSON out for any value, clear errors for bad JSON in."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from penguiflow.stores import CorruptRecordError
+from penguiflow.stores._codec import clean_text, decode_object, encode_json, stringify
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=6))
+def test_json_values_round_trip_exactly(value: dict[str, Any]) -> None:
+    text = encode_json(value)
+    assert text.isascii()
+    assert decode_object(text, table="events", row_id=1) == value
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.floats()
+        | st.builds(object)
+        | st.sets(st.integers(), max_size=3)
+        | st.binary(max_size=4),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.tuples(st.integers()) | st.text(max_size=3), children, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_anything_encodes_to_strict_json(value: object) -> None:
+    text = encode_json({"v": value})
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict constant {name}"))
+
+
+def test_unprintable_values_and_deep_nesting() -> None:
+    class NoStr:
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    class Nothing(NoStr):
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    assert stringify(NoStr()).startswith("<")
+    assert (
+        stringify(Nothing())
+        == "<unprintable test_unprintable_values_and_deep_nesting.<locals>.Nothing>"
+    )
+    deep: list[Any] = []
+    cursor = deep
+    for _ in range(5000):
+        cursor.append([])
+        cursor = cursor[0]
+    decoded = json.loads(encode_json({"deep": deep, "inf": float("-inf")}))
+    assert decoded["inf"] == "-inf"
+
+
+def test_clean_text() -> None:
+    assert clean_text(None) is None
+    plain = "abc"
+    assert clean_text(plain) is plain
+    assert clean_text("a\x00b") == "a\ufffdb"
+    assert clean_text("é\ud800") == "é?"
+    assert clean_text(42) == "42"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{oops", "invalid JSON"),
+        ("[1]", "expected a JSON object, found list"),
+        (b"{}", "expected JSON text, found bytes"),
+        ("[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_decode_errors_name_table_and_row(text: object, problem: str) -> None:
+    with pytest.raises(CorruptRecordError, match=problem) as caught:
+        decode_object(text, table="traces", row_id="t-1")
+    assert "row 't-1' of table 'traces'" in str(caught.value)

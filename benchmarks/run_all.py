@@ -1,8 +1,8 @@
 """Run every benchmark line on each event loop and print one markdown table.
 
-Lines: chain (with the no-op middleware side), fanout, concurrency, memory, soak, each with
-its default sizes. Loops: asyncio, and uvloop when it is installed. The machine and the penguiflow
-revision measured are printed above the table; progress goes to stderr, so stdout is the
+Lines: chain (with the no-op middleware side), fanout, concurrency, memory, soak, stores, each
+with its default sizes. Loops: asyncio, and uvloop when it is installed. The machine and the
+penguiflow revision measured are printed above the table; progress goes to stderr, so stdout is the
 report alone.
 
 Run: ``python benchmarks/run_all.py [--rounds 5] [--loops asyncio uvloop]``.
@@ -27,6 +27,7 @@ import concurrency
 import fanout
 import memory
 import soak
+import stores
 
 LINES = {
     "chain": (chain, {"middleware": True}),
@@ -34,6 +35,7 @@ LINES = {
     "concurrency": (concurrency, {}),
     "memory": (memory, {}),
     "soak": (soak, {}),
+    "stores": (stores, {}),
 }
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,6 @@ every flow an example starts (subflows included) is stopped with no task left be
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +16,7 @@ from penguiflow.core import BUDGET_EXCEEDED_TEXT, TOKEN_BUDGET_EXCEEDED_TEXT
 from penguiflow.types import FinalAnswer, StreamChunk
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from types import ModuleType
 
     from penguiflow.core import PenguiFlow
@@ -27,27 +25,6 @@ if TYPE_CHECKING:
     Loader = Callable[[str], ModuleType]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture
-def load() -> Iterator[Loader]:
-    """Import examples by path under private module names, and forget them afterwards."""
-    loaded: list[str] = []
-
-    def _load(name: str) -> ModuleType:
-        module_name = f"_penguiflow_example_{name}"
-        spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        # Registered before running so pydantic can resolve the module's annotations.
-        sys.modules[module_name] = module
-        loaded.append(module_name)
-        spec.loader.exec_module(module)
-        return module
-
-    yield _load
-    for module_name in loaded:
-        sys.modules.pop(module_name, None)
 
 
 async def test_quickstart_validates_and_answers(load: Loader) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 __all__ = ["TraceEnd", "TraceFlags", "TraceRecord", "TraceRegistry"]
 
@@ -189,9 +189,6 @@ class TraceRegistry:
         self.records.clear()
         self.flags.clear()
         self.generation += 1
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.records)
 
 
 class TraceFlags(dict[str, "asyncio.Event | None"]):

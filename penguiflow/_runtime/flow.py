@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, Any
 from ..state import SupportsTraceLifecycle
 from ..types import WM, Message, StreamChunk
 from . import constants as c
+from .cancel import cancel_trace
 from .context import Context, Target
 from .endpoints import OPEN_SEA, ROOKERY, Endpoint
-from .enqueue import Enqueuer, Tagged, trace_of
+from .enqueue import Enqueuer, Tagged
 from .events import EventSink
 from .graph import wire
-from .health import health_of
+from .health import health_of, residue_of
 from .journal import TraceJournal, flow_key
 from .nodes import NodeStatus
 from .roundtrip import Roundtrip
 from .routing import Router, is_control, message_output_nodes
+from .shutdown import drain
 from .tasks import TaskOwner
 from .traces import TraceFlags, TraceRegistry
 from .worker import Worker
@@ -181,33 +183,13 @@ class PenguiFlow:
             worker.task = None
             worker.in_scope = worker.trace_cancel_requested = False
         leftovers = self._roundtrip.close()
-        await self._drain(leftovers)
+        await drain(self, leftovers)
         self._traces.clear()
         flush = getattr(self._state_store, "flush", None)
         if flush is not None:
             await flush()  # a durable store's writer commits what the flow handed it
         for ctx in self._contexts.values():
             ctx._stream_seqs.clear()
-
-    async def _drain(self, leftovers: list[Any]) -> None:
-        rookery = self._contexts[ROOKERY]
-        if rookery._buffer:
-            leftovers.extend(rookery._buffer)
-            rookery._buffer.clear()
-        for floe in self._floes:
-            dropped = floe.queue.clear()
-            if dropped:
-                assert floe.target is not None
-                await self._events.emit(
-                    c.FLOE_DRAINED,
-                    self._contexts[floe.target],
-                    None,
-                    extra={"dropped": len(dropped), "source": getattr(floe.source, "name", None)},
-                )
-        if leftovers:
-            await self._events.emit(
-                c.FLOE_DRAINED, rookery, None, extra={"dropped": len(leftovers), "source": None}
-            )
 
     def _current_trace(self) -> str | None:
         """Return the trace of the item the calling worker is processing, if any."""
@@ -378,42 +360,7 @@ class PenguiFlow:
         """
         if not self._running:
             raise RuntimeError(c.NOT_RUNNING)
-        traces = self._traces
-        record = traces.records.get(trace_id)
-        if record is None or (record.pending <= 0 and record.inflight <= 0):
-            return False
-        traces.ensure_flag(trace_id).set()
-        if not record.cancel_announced:
-            record.cancel_announced = True
-            opensea = self._contexts[OPEN_SEA]
-            await self._events.emit(
-                c.TRACE_CANCEL_START, opensea, trace_id, extra={"pending": record.pending}
-            )
-        ended = None
-        for _item in self._purge(trace_id):
-            ended = traces.finalize(trace_id) or ended
-        for worker in self._workers:
-            worker.cancel_trace(trace_id)
-        self._owner.cancel_trace(trace_id)
-        if ended is not None:
-            await self._trace_ended(trace_id, ended)
-        return True
-
-    def _purge(self, trace_id: str) -> list[Any]:
-        def of_trace(item: Any) -> bool:
-            return trace_of(item) == trace_id
-
-        purged: list[Any] = []
-        for floe in self._floes:
-            purged.extend(floe.queue.remove_where(of_trace))
-        rookery = self._contexts[ROOKERY]
-        if rookery._buffer:
-            kept = [item for item in rookery._buffer if not of_trace(item)]
-            purged.extend(item for item in rookery._buffer if of_trace(item))
-            rookery._buffer.clear()
-            rookery._buffer.extend(kept)
-        purged.extend(self._roundtrip.cancel(trace_id))
-        return purged
+        return await cancel_trace(self, trace_id)
 
     async def _trace_ended(self, trace_id: str, end: TraceEnd) -> None:
         """A trace has nothing pending any more: announce a cancelled one, journal it."""
@@ -523,22 +470,7 @@ class PenguiFlow:
 
     def _residue(self) -> dict[str, int]:
         """Counts of everything that must be empty once the flow has stopped (for tests)."""
-        return {
-            "traces": len(self._traces.records),
-            "trace_events": len(self._traces.flags),
-            "queued": sum(floe.queue.qsize() for floe in self._floes),
-            "rookery_buffer": len(self._contexts[ROOKERY]._buffer),
-            "inboxes": len(self._roundtrip.inboxes),
-            "shared": self._roundtrip.shared.qsize(),
-            "locks": len(self._roundtrip.locks),
-            "workers": len(self._owner.workers),
-            "helpers": len(self._owner.helpers),
-            "publishes": len(self._owner.publishes),
-            "external": len(self._owner.external),
-            "stream_counters": sum(len(x._stream_seqs) for x in self._contexts.values()),
-            "worker_index": len(self._worker_of),
-            "journal_starts": len(self._journal._starting) if self._journal is not None else 0,
-        }
+        return residue_of(self)
 
 
 def _journal_for(store: object, floes: Sequence[Floe]) -> TraceJournal | None:

@@ -1,4 +1,4 @@
-"""Building a ``FlowHealth`` snapshot from a flow's live state (see ``penguiflow.health``)."""
+"""Reading a flow's live state: its ``FlowHealth`` snapshot, and the leak-check counts."""
 
 from __future__ import annotations
 
@@ -55,3 +55,24 @@ def _status(running: bool, nodes: list[NodeHealth], floes: tuple[FloeHealth, ...
         n.breaker == "half_open" or n.restarts or n.workers_alive < n.workers for n in nodes
     ) or any(f.capacity and f.depth >= f.capacity for f in floes)
     return "degraded" if degraded else "ok"
+
+
+def residue_of(flow: PenguiFlow) -> dict[str, int]:
+    """Count everything that must be empty once a flow has stopped (the tests' leak check)."""
+    journal = flow._journal
+    return {
+        "traces": len(flow._traces.records),
+        "trace_events": len(flow._traces.flags),
+        "queued": sum(floe.queue.qsize() for floe in flow._floes),
+        "rookery_buffer": len(flow._rookery._buffer),
+        "inboxes": len(flow._roundtrip.inboxes),
+        "shared": flow._roundtrip.shared.qsize(),
+        "locks": len(flow._roundtrip.locks),
+        "workers": len(flow._owner.workers),
+        "helpers": len(flow._owner.helpers),
+        "publishes": len(flow._owner.publishes),
+        "external": len(flow._owner.external),
+        "stream_counters": sum(len(ctx._stream_seqs) for ctx in flow._contexts.values()),
+        "worker_index": len(flow._worker_of),
+        "journal_starts": len(journal._starting) if journal is not None else 0,
+    }

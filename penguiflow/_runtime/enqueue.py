@@ -129,10 +129,9 @@ class Enqueuer:
     async def put_all(self, floes: tuple[Floe, ...], item: Any) -> None:
         """Put ``item`` on each floe in turn, waiting for room where needed.
 
-        Cancelled while waiting: floes already served keep the item, the rest do not get it.
+        The waiting path: callers try ``put_all_nowait`` first. Cancelled while waiting:
+        floes already served keep the item, the rest do not get it.
         """
-        if self.put_all_nowait(floes, item):
-            return
         for floe in floes:
             if not self.try_put(floe, item):
                 await self.put(floe, item)

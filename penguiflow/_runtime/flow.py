@@ -256,7 +256,8 @@ class PenguiFlow:
         fresh = self._journal is not None and self._is_new_trace(msg)
         try:
             sent = self._ingress(msg, to)
-            await self._enqueuer.put_all(sent, msg)
+            if not self._enqueuer.put_all_nowait(sent, msg):
+                await self._enqueuer.put_all(sent, msg)
         finally:
             if not sent and inbox.fetchers == 0:
                 self._roundtrip.unsubscribe(trace_id)

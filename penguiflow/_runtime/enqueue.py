@@ -93,7 +93,12 @@ class Enqueuer:
         return True
 
     def put_all_nowait(
-        self, floes: tuple[Floe, ...], item: Any, *, held: TraceRecord | None = None
+        self,
+        floes: tuple[Floe, ...],
+        item: Any,
+        *,
+        held: TraceRecord | None = None,
+        keep: bool = False,
     ) -> bool:
         """Put ``item`` on every floe at once if all have room; else put nothing.
 
@@ -104,7 +109,8 @@ class Enqueuer:
         ``held`` is a handoff: the caller holds one pending count of ``item``'s trace (for the
         input it is processing) and gives it to ``item``. Only ``len(floes) - 1`` more are
         counted, and the caller must not finalize its input. The caller guarantees that
-        ``floes`` is not empty and that ``held`` is the record of ``item``'s trace.
+        ``floes`` is not empty and that ``held`` is the record of ``item``'s trace. With
+        ``keep``, the caller keeps its count: all ``len(floes)`` are counted on ``held``.
         """
         if self.bus is not None:
             return False
@@ -115,7 +121,7 @@ class Enqueuer:
         if held is not None:  # the caller vouches for the trace: no lookup, no tag needed
             for floe in floes:
                 floe.queue.push(item)
-            held.pending += len(floes) - 1
+            held.pending += len(floes) if keep else len(floes) - 1
             return True
         trace_id = getattr(item, "trace_id", None)
         if trace_id is None and self.roundtrip.active:

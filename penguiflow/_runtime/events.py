@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from ..state import StateStore
     from .context import Context
     from .endpoints import Endpoint
-    from .traces import TraceRegistry
+    from .traces import TraceRecord, TraceRegistry
 
-__all__ = ["NO_EXTRA", "EventSink"]
+__all__ = ["NO_EXTRA", "OBSERVED", "ONE_MIDDLEWARE", "QUIET", "EventSink", "middleware_failed"]
 
 #: The ``extra`` of events that have none: immutable, so ``FlowEvent`` need not copy it.
 NO_EXTRA: Final[Mapping[str, Any]] = _NO_EXTRA
@@ -32,6 +32,14 @@ NO_EXTRA: Final[Mapping[str, Any]] = _NO_EXTRA
 _LEVEL_CACHE: dict[int, bool] | None = getattr(logger, "_cache", None)
 
 ExcInfo = BaseException | None
+
+# What ``EventSink.observers`` answers.
+QUIET: Final = 0
+"""Nothing observes INFO or DEBUG events: they need not be built."""
+ONE_MIDDLEWARE: Final = 1
+"""One middleware alone observes INFO and DEBUG events: no store, INFO logging off."""
+OBSERVED: Final = 2
+"""Several middlewares, a store or logging observe them."""
 
 
 class EventSink:
@@ -57,19 +65,62 @@ class EventSink:
         """Return whether an event at ``level`` would be observed by anything."""
         return bool(self.middlewares) or self.store is not None or logger.isEnabledFor(level)
 
-    def quiet(self) -> bool:
-        """Return whether no event at all (INFO or below included) would be observed.
+    def observers(self) -> int:
+        """Tell who observes the events of a node's ordinary handling of an item.
 
-        Called per item on the hot path. ``Logger.isEnabledFor`` answers from the logger's
-        own cache, which logging clears on every level change; reading that cache first
-        saves the method call (INFO off implies DEBUG off).
+        Those are ``node_start`` (DEBUG) and ``node_success`` (INFO). Called per item on the
+        hot path: ``Logger.isEnabledFor`` answers from the logger's own cache, which logging
+        clears on every level change, so reading that cache first saves the method call.
+
+        Returns:
+            ``QUIET`` (nothing: INFO logging is off, so is DEBUG), ``ONE_MIDDLEWARE`` (one
+            middleware, no store, INFO logging off) or ``OBSERVED`` (anything else).
         """
-        if self.middlewares or self.store is not None:
-            return False
+        if self.store is not None:
+            return OBSERVED
         enabled = _LEVEL_CACHE.get(logging.INFO) if _LEVEL_CACHE is not None else None
         if enabled is None:
             enabled = logger.isEnabledFor(logging.INFO)
-        return logger.disabled or not enabled
+        if enabled and not logger.disabled:
+            return OBSERVED
+        count = len(self.middlewares)
+        return QUIET if not count else ONE_MIDDLEWARE if count == 1 else OBSERVED
+
+    def node_event(
+        self,
+        event_type: str,
+        ctx: Context,
+        trace_id: str,
+        record: TraceRecord,
+        latency_ms: float,
+    ) -> FlowEvent:
+        """Build a node's event (attempt 0, no extra) about a live trace the caller holds.
+
+        The event ``build`` would make, minus the lookups the caller has already done.
+        """
+        owner: Any = ctx._owner
+        flag = self.traces.flag_of(trace_id)  # raw: an unread flag is unset
+        deques = ctx._in_deques
+        depth_in = len(deques[0]) if len(deques) == 1 else sum(map(len, deques))
+        deques = ctx._out_deques
+        depth_out = len(deques[0]) if len(deques) == 1 else sum(map(len, deques))
+        return _new_event(
+            event_type,
+            time.time(),
+            owner.name,
+            owner.node_id,
+            trace_id,
+            0,
+            latency_ms,
+            depth_in,
+            depth_out,
+            len(ctx._outgoing),
+            self.maxsize,
+            record.pending,
+            record.inflight,
+            flag is not None and flag.is_set(),
+            NO_EXTRA,
+        )
 
     def build(
         self,
@@ -149,6 +200,18 @@ class EventSink:
             extra=extra,
             owner=owner,
         )
+        await self.deliver(event, level, exc)
+
+    async def deliver(
+        self, event: FlowEvent, level: int | None = None, exc: ExcInfo = None
+    ) -> None:
+        """Deliver a built event: to the log, then the store, then each middleware in order.
+
+        ``level`` defaults to the event type's. A failing store or middleware is logged and
+        skipped; the flow carries on.
+        """
+        if level is None:
+            level = EVENT_LEVELS.get(event.event_type, logging.INFO)
         if logger.isEnabledFor(level):
             exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
             logger.log(level, event.event_type, extra=event.to_payload(), exc_info=exc_info)
@@ -158,7 +221,7 @@ class EventSink:
             try:
                 await middleware(event)
             except Exception as error:
-                _middleware_failed(middleware, event, error)
+                middleware_failed(middleware, event, error)
 
     async def _save(self, event: FlowEvent) -> None:
         from ..state import StoredEvent
@@ -178,7 +241,7 @@ class EventSink:
             )
 
 
-def _middleware_failed(middleware: Any, event: FlowEvent, error: Exception) -> None:
+def middleware_failed(middleware: Any, event: FlowEvent, error: Exception) -> None:
     logger.error(
         "middleware_error",
         exc_info=error,

@@ -178,13 +178,19 @@ HANDED_OFF: Final = 2
 
 
 def route_nowait(
-    worker: Worker, enqueuer: Enqueuer, result: Any, held: TraceRecord | None = None
+    worker: Worker,
+    enqueuer: Enqueuer,
+    result: Any,
+    held: TraceRecord | None = None,
+    keep: bool = False,
 ) -> int:
     """Route a plain result onto every outgoing floe if all have room, without waiting.
 
     With ``held`` (the record of the trace of the worker's current item), a result of that
     same trace takes over the item's pending count instead of counting anew (see
-    ``Enqueuer.put_all_nowait``); the caller must then not finalize its item.
+    ``Enqueuer.put_all_nowait``); the caller must then not finalize its item. With ``keep``
+    too, the result is counted on ``held`` without a lookup and the caller keeps its item's
+    count (the answer is then ``ROUTED``, not ``HANDED_OFF``).
 
     Returns:
         ``NOT_ROUTED`` for controller hops, final answers, a full floe or a bus;
@@ -199,7 +205,9 @@ def route_nowait(
         return NOT_ROUTED
     floes = worker.ctx._all_out
     if held is not None and floes and getattr(result, "trace_id", None) == worker.trace_id:
-        return HANDED_OFF if enqueuer.put_all_nowait(floes, result, held=held) else NOT_ROUTED
+        if not enqueuer.put_all_nowait(floes, result, held=held, keep=keep):
+            return NOT_ROUTED
+        return ROUTED if keep else HANDED_OFF
     return ROUTED if enqueuer.put_all_nowait(floes, result) else NOT_ROUTED
 
 

@@ -29,18 +29,20 @@ from .constants import (
     DEADLINE_EXCEEDED_TEXT,
     DEADLINE_SKIP,
     NODE_CANCELLED,
+    NODE_START,
+    NODE_SUCCESS,
     NODE_TRACE_CANCELLED,
     TRACE_CANCEL_DROP,
     WORKER_RESTARTED,
     logger,
 )
 from .enqueue import trace_of
+from .events import OBSERVED, ONE_MIDDLEWARE, QUIET, middleware_failed
 from .execution import (
     CANCELLED,
     HANDED_OFF,
-    SUCCEEDED,
+    ROUTED,
     Failed,
-    attempt_once,
     execute,
     execute_with_breaker,
     route_nowait,
@@ -50,6 +52,7 @@ from .traces import TraceRecord
 if TYPE_CHECKING:
     from ..node import Node
     from .context import Context
+    from .floe import FloeQueue
     from .flow import PenguiFlow
     from .nodes import NodeStatus
 
@@ -134,40 +137,46 @@ class Worker:
             raise
 
     async def _serve(self) -> None:
-        flow, ctx, node = self.flow, self.ctx, self.node
-        enqueuer, router = flow._enqueuer, flow._router
-        floes = ctx._all_in
-        single = floes[0].queue if len(floes) == 1 else None
+        sink = self.flow._events
         while True:
-            if single is not None and single._queue and not ctx._buffer:
-                item = single.get_nowait()  # an item is queued: no fetch coroutine
+            if sink.observers() == QUIET:
+                await self._serve_quiet()
             else:
-                item = await ctx._next()
+                await self._serve_watched()
+
+    async def _serve_quiet(self) -> None:
+        """Serve items while nothing observes events; return once something does.
+
+        Ordinary items run inline: one attempt, no event, a plain result routed with one
+        synchronous put that hands the input's pending count over to it.
+        """
+        flow, ctx, node = self.flow, self.ctx, self.node
+        enqueuer, router, sink = flow._enqueuer, flow._router, flow._events
+        single = self._single_in()
+        observed = QUIET
+        while not observed:
+            # An item already queued is taken without a fetch coroutine.
+            ready = single is not None and single._queue and not ctx._buffer
+            item = single.get_nowait() if ready else await ctx._next()  # type: ignore[union-attr]
             self.item = item
             record = self._admit(item)
-            if record is _SLOW:
+            observed = sink.observers()
+            if record is _SLOW or observed:
                 await self._process(item)
                 continue
             trace_id = self.trace_id
-            if not flow._events.quiet():
-                await self._observed(item, trace_id, record)
-                continue
-            # The ordinary path, unobserved: one attempt, inline.
-            record.inflight += 1
-            started = time.perf_counter()
             outcome: object = None
             routed = 0
+            record.inflight += 1
+            started = time.perf_counter()
             self.in_scope = True
             try:
                 result = await node.func(item, ctx)
-                if result is not None:
-                    routed = route_nowait(self, enqueuer, result, record)
-                    if not routed:
-                        await router.route(node, ctx, item, result)
-            except asyncio.CancelledError:
-                if not self._consume_trace_cancel():
-                    raise
-                outcome = _CANCELLED
+                routed = ROUTED if result is None else route_nowait(self, enqueuer, result, record)
+                if not routed:
+                    await router.route(node, ctx, item, result)
+            except asyncio.CancelledError as error:
+                outcome = self._cancelled(error)
             except Exception as exc:
                 outcome = Failed(exc, started)
             finally:
@@ -177,8 +186,102 @@ class Worker:
                 await self._settle(item, trace_id, outcome)
             self.trace_id = self.item = None
             # After a handoff the output carries the input's pending count: nothing to finalize.
-            if routed != HANDED_OFF and trace_id is not None:
+            if routed != HANDED_OFF and trace_id is not None and self._release(record):
                 await self._finish(trace_id)
+
+    async def _serve_watched(self) -> None:
+        """Serve items while events are observed; return once nothing observes them.
+
+        Ordinary items of a trace run inline with their ``node_start`` and ``node_success``.
+        With one middleware and nothing else observing, each event goes straight to it;
+        otherwise ``EventSink.deliver`` logs, stores and dispatches it.
+
+        Design note: a node's output is counted before its input is released, after
+        ``node_success``, so that the event sees both (spec 7.9) and the trace cannot end
+        while its observers run.
+        """
+        flow, ctx, node = self.flow, self.ctx, self.node
+        enqueuer, router, sink = flow._enqueuer, flow._router, flow._events
+        middlewares = sink.middlewares
+        single = self._single_in()
+        observed = OBSERVED
+        while observed:
+            ready = single is not None and single._queue and not ctx._buffer
+            item = single.get_nowait() if ready else await ctx._next()  # type: ignore[union-attr]
+            self.item = item
+            record = self._admit(item)
+            trace_id = self.trace_id
+            observed = sink.observers()
+            if record is _SLOW or trace_id is None or not observed:
+                await self._process(item)  # untraced items too: their events have no counts
+                continue
+            outcome: object = None
+            record.inflight += 1
+            try:
+                event = sink.node_event(NODE_START, ctx, trace_id, record, 0.0)
+                target = middlewares[0] if observed == ONE_MIDDLEWARE else sink.deliver
+                try:
+                    await target(event)
+                except Exception as error:  # only a lone middleware's: deliver keeps its own
+                    middleware_failed(target, event, error)
+                # Cancelled while observers ran? Then the node is not called.
+                outcome = _CANCELLED if flow._traces.is_cancelled(trace_id) else None
+                started = time.perf_counter()
+                if outcome is None:
+                    self.in_scope = True
+                    try:
+                        result = await node.func(item, ctx)
+                        if not (
+                            result is None or route_nowait(self, enqueuer, result, record, True)
+                        ):
+                            await router.route(node, ctx, item, result)
+                    except asyncio.CancelledError as error:
+                        outcome = self._cancelled(error)
+                    except Exception as exc:
+                        outcome = Failed(exc, started)
+                    finally:
+                        self.in_scope = False
+                if outcome is None and not self.trace_cancel_requested:
+                    latency = (time.perf_counter() - started) * 1000.0
+                    event = sink.node_event(NODE_SUCCESS, ctx, trace_id, record, latency)
+                    one = sink.observers() == ONE_MIDDLEWARE
+                    target = middlewares[0] if one else sink.deliver
+                    try:
+                        await target(event)
+                    except Exception as error:
+                        middleware_failed(target, event, error)
+            finally:
+                record.inflight -= 1
+            if outcome is not None or self.trace_cancel_requested:
+                await self._settle(item, trace_id, outcome)
+            self.trace_id = self.item = None
+            if self._release(record):
+                await self._finish(trace_id)
+
+    def _single_in(self) -> FloeQueue | None:
+        """The queue of the node's only incoming floe, or None if it has several."""
+        floes = self.ctx._all_in
+        return floes[0].queue if len(floes) == 1 else None
+
+    @staticmethod
+    def _release(record: TraceRecord) -> bool:
+        """Release one pending item of ``record`` inline when that cannot end its trace.
+
+        Returns:
+            False if done; True if the caller must call ``_finish`` instead (the item may be
+            the trace's last, or capacity waiters may need waking).
+        """
+        pending = record.pending - 1
+        if pending > 0 and not record.waiters:
+            record.pending = pending
+            return False
+        return True
+
+    def _cancelled(self, error: asyncio.CancelledError) -> object:
+        """Consume the cancellation of the current item's trace, or re-raise a real one."""
+        if not self._consume_trace_cancel():
+            raise error
+        return _CANCELLED
 
     def _admit(self, item: Any) -> TraceRecord:
         """Start on ``item`` and tell which path it takes.
@@ -206,25 +309,6 @@ class Worker:
         if flag is not None and flag.is_set():
             return _SLOW
         return flow._traces.records.get(trace_id) or _SLOW
-
-    async def _observed(self, item: Any, trace_id: str | None, record: TraceRecord) -> None:
-        """Run an ordinary item's first attempt, with its events, while events are observed.
-
-        Only a failure goes on to the general path.
-        """
-        record.inflight += 1
-        try:
-            done = await attempt_once(self, item, trace_id, 0)
-        except asyncio.CancelledError:
-            if not self._consume_trace_cancel():
-                raise
-            done = CANCELLED
-        finally:
-            record.inflight -= 1
-        outcome = None if done == SUCCEEDED else _CANCELLED if done == CANCELLED else done
-        if outcome is not None or self.trace_cancel_requested:
-            await self._settle(item, trace_id, outcome)
-        await self._done(trace_id)
 
     async def _done(self, trace_id: str | None) -> None:
         """Count the current item as finished."""

@@ -10,12 +10,13 @@ routing, backoff) for that very trace, so a trace cancel can never land in event
 in the fetch of the next item.
 
 Design note (speed): most items are *ordinary*: the message has no deadline, its trace is not
-cancelled, the node has no timeout and no validation. When nothing observes events,
-``_serve`` runs them inline (no coroutine per item besides the node's own) and routes plain
-results with one synchronous put; when something does, ``_observed`` runs their attempt with
-its events. Everything else, and an ordinary item whose node raised, goes through
-``_process``, the general path, where ``execution.execute`` owns attempts, timeouts, retries
-and the error boundary.
+cancelled, the node has no timeout, no validation and no breaker. They run inline in the
+worker loop, with no coroutine per item besides the node's own: ``_serve_quiet`` while nothing
+observes events (a plain result is routed with one synchronous put that takes over the input's
+pending count), ``_serve_watched`` while something does (the node's two events are built and
+delivered inline, a lone middleware awaited directly). Everything else, and an ordinary item
+whose node raised, goes through ``_process``, the general path, where ``execution.execute``
+owns attempts, timeouts, retries and the error boundary.
 """
 
 from __future__ import annotations

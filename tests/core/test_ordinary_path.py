@@ -1,9 +1,10 @@
 """The worker's ordinary path: items processed inline when nothing observes events.
 
-Most tests attach a recording middleware, which sends every item down the general path. The
-tests here attach none (and the ``penguiflow`` loggers stay at their default level), so items
-take the inline path with its pending-count handoff; they check that cancellation, failures,
-retries and accounting behave exactly as on the general path.
+Most tests attach a recording middleware, so their items run inline with events
+(``test_watched_path``). The tests here attach none (and the ``penguiflow`` loggers stay at
+their default level), so items take the quiet inline path with its pending-count handoff;
+they check that cancellation, failures, retries and accounting behave exactly as on the
+general path.
 """
 
 from __future__ import annotations

@@ -109,13 +109,24 @@ def roots(plan: Plan) -> list[int]:
 
 
 @PROPERTY_SETTINGS
-@given(plan=plans())
-async def test_no_message_vanishes(plan: Plan) -> None:
+@given(plan=plans(), lone=st.booleans())
+async def test_no_message_vanishes(plan: Plan, lone: bool) -> None:
+    """Observed by one middleware (awaited inline by the worker) or by two (through the
+    event sink): every message is accounted for, in events and at the Rookery."""
     flow, _ = build(plan)
     rec = Recorder()
     violations: list[str] = []
-    flow.add_middleware(rec)
-    flow.add_middleware(capacity_guard(flow, violations))
+    guard = capacity_guard(flow, violations)
+    if lone:
+
+        async def both(event: FlowEvent) -> None:
+            await rec(event)
+            await guard(event)
+
+        flow.add_middleware(both)
+    else:
+        flow.add_middleware(rec)
+        flow.add_middleware(guard)
 
     expected: dict[str, Counter[tuple[str, int]]] = {}
     for k, payload in enumerate(plan.payloads):
@@ -142,6 +153,7 @@ async def test_no_message_vanishes(plan: Plan) -> None:
         producer = asyncio.create_task(produce())
         for _ in range(deliveries):
             item = await within(flow.fetch())
+            assert_accounted(flow)
             if isinstance(item, FlowError):
                 got[item.trace_id][("error", int(item.node_name[1:]))] += 1
             else:

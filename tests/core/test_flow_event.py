@@ -217,6 +217,8 @@ def test_runtime_built_events_are_genuine_frozen_flow_events() -> None:
     assert built == FlowEvent(*values, extra=source)
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.attempt = 9  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del built.trace_id  # type: ignore[misc]
     source["k"] = 2
     assert built.extra == {"k": 1}
     with pytest.raises(TypeError):

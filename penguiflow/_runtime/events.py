@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..state import StateStore
     from .context import Context
     from .endpoints import Endpoint
-    from .traces import TraceRecord, TraceRegistry
+    from .traces import TraceRegistry
 
 __all__ = ["NO_EXTRA", "OBSERVED", "ONE_MIDDLEWARE", "QUIET", "EventSink", "middleware_failed"]
 
@@ -85,42 +85,6 @@ class EventSink:
             return OBSERVED
         count = len(self.middlewares)
         return QUIET if not count else ONE_MIDDLEWARE if count == 1 else OBSERVED
-
-    def node_event(
-        self,
-        event_type: str,
-        ctx: Context,
-        trace_id: str,
-        record: TraceRecord,
-        latency_ms: float,
-    ) -> FlowEvent:
-        """Build a node's event (attempt 0, no extra) about a live trace the caller holds.
-
-        The event ``build`` would make, minus the lookups the caller has already done.
-        """
-        owner: Any = ctx._owner
-        flag = self.traces.flag_of(trace_id)  # raw: an unread flag is unset
-        deques = ctx._in_deques
-        depth_in = len(deques[0]) if len(deques) == 1 else sum(map(len, deques))
-        deques = ctx._out_deques
-        depth_out = len(deques[0]) if len(deques) == 1 else sum(map(len, deques))
-        return _new_event(
-            event_type,
-            time.time(),
-            owner.name,
-            owner.node_id,
-            trace_id,
-            0,
-            latency_ms,
-            depth_in,
-            depth_out,
-            len(ctx._outgoing),
-            self.maxsize,
-            record.pending,
-            record.inflight,
-            flag is not None and flag.is_set(),
-            NO_EXTRA,
-        )
 
     def build(
         self,

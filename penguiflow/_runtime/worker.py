@@ -25,6 +25,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+from ..metrics import _new_event
 from ..types import FinalAnswer, Message
 from .constants import (
     DEADLINE_EXCEEDED_TEXT,
@@ -38,7 +39,7 @@ from .constants import (
     logger,
 )
 from .enqueue import trace_of
-from .events import OBSERVED, ONE_MIDDLEWARE, QUIET, middleware_failed
+from .events import NO_EXTRA, OBSERVED, ONE_MIDDLEWARE, QUIET, middleware_failed
 from .execution import (
     CANCELLED,
     HANDED_OFF,
@@ -203,7 +204,13 @@ class Worker:
         """
         flow, ctx, node = self.flow, self.ctx, self.node
         enqueuer, router, sink = flow._enqueuer, flow._router, flow._events
-        middlewares = sink.middlewares
+        middlewares, flag_of = sink.middlewares, flow._traces.flag_of
+        # What every event of this node shares, and its queues' depths (one floe each way is
+        # the common case: its length is the depth).
+        name, node_id, edges, maxsize = node.name, node.node_id, len(ctx._outgoing), sink.maxsize
+        ins, outs = ctx._in_deques, ctx._out_deques
+        in0 = ins[0] if len(ins) == 1 else None
+        out0 = outs[0] if len(outs) == 1 else None
         single = self._single_in()
         observed = OBSERVED
         while observed:
@@ -219,14 +226,31 @@ class Worker:
             outcome: object = None
             record.inflight += 1
             try:
-                event = sink.node_event(NODE_START, ctx, trace_id, record, 0.0)
+                event = _new_event(
+                    NODE_START,
+                    time.time(),
+                    name,
+                    node_id,
+                    trace_id,
+                    0,
+                    0.0,
+                    len(in0) if in0 is not None else sum(map(len, ins)),
+                    len(out0) if out0 is not None else sum(map(len, outs)),
+                    edges,
+                    maxsize,
+                    record.pending,
+                    record.inflight,
+                    False,  # admitted above, so not cancelled
+                    NO_EXTRA,
+                )
                 target = middlewares[0] if observed == ONE_MIDDLEWARE else sink.deliver
                 try:
                     await target(event)
                 except Exception as error:  # only a lone middleware's: deliver keeps its own
                     middleware_failed(target, event, error)
                 # Cancelled while observers ran? Then the node is not called.
-                outcome = _CANCELLED if flow._traces.is_cancelled(trace_id) else None
+                flag = flag_of(trace_id)
+                outcome = _CANCELLED if flag is not None and flag.is_set() else None
                 started = time.perf_counter()
                 if outcome is None:
                     self.in_scope = True
@@ -244,7 +268,24 @@ class Worker:
                         self.in_scope = False
                 if outcome is None and not self.trace_cancel_requested:
                     latency = (time.perf_counter() - started) * 1000.0
-                    event = sink.node_event(NODE_SUCCESS, ctx, trace_id, record, latency)
+                    flag = flag_of(trace_id)
+                    event = _new_event(
+                        NODE_SUCCESS,
+                        time.time(),
+                        name,
+                        node_id,
+                        trace_id,
+                        0,
+                        latency,
+                        len(in0) if in0 is not None else sum(map(len, ins)),
+                        len(out0) if out0 is not None else sum(map(len, outs)),
+                        edges,
+                        maxsize,
+                        record.pending,
+                        record.inflight,
+                        flag is not None and flag.is_set(),
+                        NO_EXTRA,
+                    )
                     one = sink.observers() == ONE_MIDDLEWARE
                     target = middlewares[0] if one else sink.deliver
                     try:

@@ -96,7 +96,6 @@ class Enqueuer:
         self,
         floes: tuple[Floe, ...],
         item: Any,
-        *,
         held: TraceRecord | None = None,
         keep: bool = False,
     ) -> bool:

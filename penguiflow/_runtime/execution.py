@@ -27,7 +27,7 @@ from .constants import (
     NODE_SUCCESS,
     NODE_TIMEOUT,
 )
-from .routing import is_control, warn_if_not_message
+from .routing import CONTROL_CACHE, is_control, warn_if_not_message
 
 if TYPE_CHECKING:
     from .enqueue import Enqueuer
@@ -199,13 +199,27 @@ def route_nowait(
     """
     if worker.trace_cancel_requested:
         return ROUTED
-    if worker.warn_non_message and not isinstance(result, Message):
+    message = isinstance(result, Message)
+    if message:
+        payload = result.payload
+        control = CONTROL_CACHE.get(type(payload))  # is_control's cache, read inline
+        if control or (control is None and is_control(payload)):
+            return NOT_ROUTED
+    elif worker.warn_non_message:
         warn_if_not_message(worker.node, result)
-    if isinstance(result, Message) and is_control(result.payload):
-        return NOT_ROUTED
     floes = worker.ctx._all_out
-    if held is not None and floes and getattr(result, "trace_id", None) == worker.trace_id:
-        if not enqueuer.put_all_nowait(floes, result, held=held, keep=keep):
+    trace_id = result.trace_id if message else getattr(result, "trace_id", None)
+    if held is not None and floes and trace_id == worker.trace_id:
+        if enqueuer.bus is None and len(floes) == 1:
+            queue = floes[0].queue
+            if 0 < queue._maxsize <= len(queue._queue):
+                return NOT_ROUTED
+            queue.push(result)
+            if keep:
+                held.pending += 1
+                return ROUTED
+            return HANDED_OFF
+        if not enqueuer.put_all_nowait(floes, result, held, keep):
             return NOT_ROUTED
         return ROUTED if keep else HANDED_OFF
     return ROUTED if enqueuer.put_all_nowait(floes, result) else NOT_ROUTED

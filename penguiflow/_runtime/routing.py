@@ -17,23 +17,24 @@ if TYPE_CHECKING:
     from .enqueue import Enqueuer
     from .traces import TraceRegistry
 
-__all__ = ["Router", "is_control", "message_output_nodes"]
+__all__ = ["CONTROL_CACHE", "Router", "is_control", "message_output_nodes"]
 
 # isinstance() against a pydantic model class is slow for non-instances (the model metaclass
 # runs its own instance check), and routing asks "is this payload a WM or a FinalAnswer?" at
 # every hop. The answer depends on the payload's type only, so it is cached per type.
-_CONTROL_TYPES: dict[type, bool] = {WM: True, FinalAnswer: True}
+CONTROL_CACHE: dict[type, bool] = {WM: True, FinalAnswer: True}
+"""``is_control``'s answer per payload type seen so far; hot paths read it inline."""
 _CONTROL_CACHE_LIMIT = 4096
 
 
 def is_control(payload: object) -> bool:
     """Return whether ``payload`` is a ``WM`` or a ``FinalAnswer`` (controller traffic)."""
     kind = type(payload)
-    known = _CONTROL_TYPES.get(kind)
+    known = CONTROL_CACHE.get(kind)
     if known is None:
         known = issubclass(kind, (WM, FinalAnswer))
-        if len(_CONTROL_TYPES) < _CONTROL_CACHE_LIMIT:
-            _CONTROL_TYPES[kind] = known
+        if len(CONTROL_CACHE) < _CONTROL_CACHE_LIMIT:
+            CONTROL_CACHE[kind] = known
     return known
 
 

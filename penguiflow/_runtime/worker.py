@@ -49,6 +49,7 @@ from .execution import (
     execute_with_breaker,
     route_nowait,
 )
+from .routing import CONTROL_CACHE
 from .traces import TraceRecord
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ class Worker:
         flow, ctx, node = self.flow, self.ctx, self.node
         enqueuer, router, sink = flow._enqueuer, flow._router, flow._events
         single = self._single_in()
+        out = ctx._all_out[0].queue if len(ctx._all_out) == 1 else None
         observed = QUIET
         while not observed:
             # An item already queued is taken without a fetch coroutine.
@@ -174,7 +176,23 @@ class Worker:
             self.in_scope = True
             try:
                 result = await node.func(item, ctx)
-                routed = ROUTED if result is None else route_nowait(self, enqueuer, result, record)
+                if (
+                    type(result) is Message
+                    and out is not None
+                    and result.trace_id == trace_id
+                    and CONTROL_CACHE.get(type(result.payload)) is False
+                    and not 0 < out._maxsize <= len(out._queue)
+                    and enqueuer.bus is None
+                    and not self.trace_cancel_requested
+                ):
+                    # The common hop, route_nowait's handoff inlined: a plain Message of the
+                    # same trace onto the node's one outgoing floe, which has room.
+                    out.push(result)
+                    routed = HANDED_OFF
+                else:
+                    routed = (
+                        ROUTED if result is None else route_nowait(self, enqueuer, result, record)
+                    )
                 if not routed:
                     await router.route(node, ctx, item, result)
             except asyncio.CancelledError as error:
@@ -332,7 +350,8 @@ class Worker:
             ``_SLOW`` for the general path; else, for the ordinary path, the item's trace
             record (``_UNTRACED`` when the item has no trace).
         """
-        trace_id = getattr(item, "trace_id", None)
+        message = isinstance(item, Message)
+        trace_id = item.trace_id if message else getattr(item, "trace_id", None)
         if not isinstance(trace_id, str):
             trace_id = None  # only string trace ids are counted (see enqueue.trace_of)
         self.trace_id = trace_id
@@ -342,7 +361,7 @@ class Worker:
             policy.timeout_s is not None
             or policy.breaker is not None
             or (flow._registry is not None and policy.validate != "none")
-            or (isinstance(item, Message) and item.deadline_s is not None)
+            or (message and item.deadline_s is not None)
         ):
             return _SLOW
         if trace_id is None:

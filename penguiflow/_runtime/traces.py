@@ -57,7 +57,7 @@ class TraceRegistry:
             insert an already-set ``asyncio.Event`` to mark a trace cancelled.
     """
 
-    __slots__ = ("flag_of", "flags", "generation", "journaled", "maxsize", "records")
+    __slots__ = ("_add_flag", "flag_of", "flags", "generation", "journaled", "maxsize", "records")
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
@@ -70,6 +70,7 @@ class TraceRegistry:
         # Raw reads of ``flags`` (no placeholder turned into an Event): dict's own get, bound
         # once, since the hot path asks for every item. None means not cancelled.
         self.flag_of: Callable[[str], asyncio.Event | None] = dict.get.__get__(self.flags)
+        self._add_flag: Callable[[str, None], None] = dict.__setitem__.__get__(self.flags)
 
     def count(self, trace_id: str, items: int = 1) -> None:
         """Count ``items`` (>= 1) more pending items; the first count creates the record."""
@@ -77,7 +78,7 @@ class TraceRegistry:
         if record is None:
             record = self.records[trace_id] = TraceRecord()
             if trace_id not in self.flags:
-                self.flags[trace_id] = None  # an unread flag (see TraceFlags)
+                self._add_flag(trace_id, None)  # an unread flag (see TraceFlags)
         record.pending += items
 
     def finalize(self, trace_id: str) -> TraceEnd | None:
@@ -121,6 +122,8 @@ class TraceRegistry:
 
     def is_cancelled(self, trace_id: str) -> bool:
         """Return whether the cancel flag of ``trace_id`` is set."""
+        if not self.flags.holds_events:
+            return False  # no flag was ever made, so none is set
         flag = self.flag_of(trace_id)
         return flag is not None and flag.is_set()
 
@@ -202,12 +205,37 @@ class TraceFlags(dict[str, "asyncio.Event | None"]):
     already-set one to mark a trace cancelled before its first message arrives.
     """
 
-    __slots__ = ()
+    __slots__ = ("holds_events",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds_events = False
+        """Whether an Event was stored since the last ``clear``. While False, every entry is
+        a placeholder, so no trace is cancelled: the hot path then skips the flag lookup."""
 
     def _made(self, trace_id: str) -> asyncio.Event:
         flag = asyncio.Event()
+        self.holds_events = True
         dict.__setitem__(self, trace_id, flag)
         return flag
+
+    # Every way a caller can store an Event marks the dict as holding one.
+    def __setitem__(self, trace_id: str, flag: asyncio.Event | None) -> None:
+        if flag is not None:
+            self.holds_events = True
+        dict.__setitem__(self, trace_id, flag)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.holds_events = True
+        dict.update(self, *args, **kwargs)
+
+    def __ior__(self, other: Any) -> TraceFlags:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self.holds_events = False
 
     def __getitem__(self, trace_id: str) -> asyncio.Event:
         flag = dict.__getitem__(self, trace_id)
@@ -222,7 +250,7 @@ class TraceFlags(dict[str, "asyncio.Event | None"]):
     def setdefault(self, trace_id: str, default: Any = None) -> Any:
         if trace_id in self:
             return self[trace_id]
-        dict.__setitem__(self, trace_id, default)
+        self[trace_id] = default
         return default
 
     def pop(self, trace_id: str, *default: Any) -> Any:

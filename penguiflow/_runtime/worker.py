@@ -222,7 +222,7 @@ class Worker:
         """
         flow, ctx, node = self.flow, self.ctx, self.node
         enqueuer, router, sink = flow._enqueuer, flow._router, flow._events
-        middlewares, flag_of = sink.middlewares, flow._traces.flag_of
+        middlewares, flags, flag_of = sink.middlewares, flow._traces.flags, flow._traces.flag_of
         # What every event of this node shares, and its queues' depths (one floe each way is
         # the common case: its length is the depth).
         name, node_id, edges, maxsize = node.name, node.node_id, len(ctx._outgoing), sink.maxsize
@@ -267,7 +267,7 @@ class Worker:
                 except Exception as error:  # only a lone middleware's: deliver keeps its own
                     middleware_failed(target, event, error)
                 # Cancelled while observers ran? Then the node is not called.
-                flag = flag_of(trace_id)
+                flag = flag_of(trace_id) if flags.holds_events else None
                 outcome = _CANCELLED if flag is not None and flag.is_set() else None
                 started = time.perf_counter()
                 if outcome is None:
@@ -286,7 +286,7 @@ class Worker:
                         self.in_scope = False
                 if outcome is None and not self.trace_cancel_requested:
                     latency = (time.perf_counter() - started) * 1000.0
-                    flag = flag_of(trace_id)
+                    flag = flag_of(trace_id) if flags.holds_events else None
                     event = _new_event(
                         NODE_SUCCESS,
                         time.time(),
@@ -366,10 +366,12 @@ class Worker:
             return _SLOW
         if trace_id is None:
             return _UNTRACED
-        flag = flow._traces.flag_of(trace_id)  # raw: an unread flag is None
-        if flag is not None and flag.is_set():
-            return _SLOW
-        return flow._traces.records.get(trace_id) or _SLOW
+        traces = flow._traces
+        if traces.flags.holds_events:  # else no trace has a flag that could be set
+            flag = traces.flag_of(trace_id)  # raw: an unread flag is None
+            if flag is not None and flag.is_set():
+                return _SLOW
+        return traces.records.get(trace_id) or _SLOW
 
     async def _done(self, trace_id: str | None) -> None:
         """Count the current item as finished."""

@@ -47,6 +47,56 @@ async def test_trace_events_accepts_an_inserted_set_event() -> None:
         assert (await fetch(flow)).payload == "y"
 
 
+def _ior(events: Any, flag: asyncio.Event) -> None:
+    events |= {"t1": flag}
+
+
+INSERTIONS: dict[str, Any] = {
+    "item": lambda events, flag: events.__setitem__("t1", flag),
+    "setdefault": lambda events, flag: events.setdefault("t1", flag),
+    "update": lambda events, flag: events.update({"t1": flag}),
+    "ior": _ior,
+}
+
+
+@pytest.mark.parametrize("observed", [False, True], ids=["quiet", "observed"])
+@pytest.mark.parametrize("insert", list(INSERTIONS))
+async def test_an_event_inserted_any_way_cancels_its_trace(insert: str, observed: bool) -> None:
+    """However a set Event gets into ``_trace_events``, the trace's items are dropped, on the
+    worker's quiet path (which skips flag lookups until some Event is stored) and on its
+    observed one."""
+    flow = PenguiFlow(node(echo, "a").to(), middlewares=[Recorder()] if observed else [])
+    async with running(flow):
+        flag = asyncio.Event()
+        flag.set()
+        INSERTIONS[insert](flow._trace_events, flag)
+        assert flow._trace_events.holds_events is True
+        await flow.emit(make_msg("x", trace_id="t1"))  # first in line: dropped
+        await flow.emit(make_msg("y", trace_id="t2"))
+        assert (await fetch(flow)).payload == "y"
+    assert flow._trace_events.holds_events is False  # stop() cleared every flag
+
+
+async def test_only_stored_events_mark_the_flags() -> None:
+    """Placeholders of live traces do not count as Events; reading a flag makes one."""
+    gate = Gate()
+
+    async def hold(msg: Any, ctx: Any) -> Any:
+        await gate.pass_()
+        return msg
+
+    flow = PenguiFlow(node(hold, "a").to())
+    async with running(flow):
+        await flow.emit(make_msg("x", trace_id="t1"))
+        await gate.wait_entered()
+        assert "t1" in flow._trace_events
+        assert flow._trace_events.holds_events is False
+        assert flow._trace_events["t1"].is_set() is False
+        assert flow._trace_events.holds_events is True
+        gate.open()
+        await fetch(flow)
+
+
 async def test_middlewares_is_a_mutable_list() -> None:
     rec = Recorder()
     flow = PenguiFlow(node(echo, "a").to())

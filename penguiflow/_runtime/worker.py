@@ -393,8 +393,6 @@ class Worker:
             return
         if self.trace_cancel_requested:
             self._consume_trace_cancel()  # the node swallowed its trace's cancellation
-        elif outcome is not _CANCELLED:
-            return
         await self.flow._events.emit(NODE_TRACE_CANCELLED, self.ctx, trace_id)
 
     async def _process(self, item: Any) -> None:

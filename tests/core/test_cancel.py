@@ -244,7 +244,13 @@ async def test_cancel_during_retry_backoff() -> None:
     assert "node_failed" not in rec.types(trace_id="T")
 
 
-async def test_node_that_swallows_the_cancel_still_counts_as_cancelled() -> None:
+# A node timeout sends every item down the worker's general path; without one, items run
+# inline. Long enough never to expire within a test.
+PATHS = {"inline": {}, "general": {"timeout_s": 1e6}}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+async def test_node_that_swallows_the_cancel_still_counts_as_cancelled(path: str) -> None:
     """A node that catches its ``CancelledError`` and returns: the message counts as
     cancelled, so its late result is not routed."""
     gate = Gate()
@@ -257,7 +263,7 @@ async def test_node_that_swallows_the_cancel_still_counts_as_cancelled() -> None
         return msg
 
     rec = Recorder()
-    flow = PenguiFlow(node(stubborn, "s").to(), middlewares=[rec])
+    flow = PenguiFlow(node(stubborn, "s", **PATHS[path]).to(), middlewares=[rec])
     async with running(flow):
         await flow.emit(make_msg("x", trace_id="T"))
         await gate.wait_entered()
@@ -270,6 +276,42 @@ async def test_node_that_swallows_the_cancel_still_counts_as_cancelled() -> None
     assert out.payload == "y"
     assert "node_trace_cancelled" in rec.types(trace_id="T")
     assert "node_success" not in rec.types(trace_id="T")
+
+
+async def test_cancel_while_a_retry_is_observed_stops_before_the_next_attempt() -> None:
+    """The trace is cancelled while a middleware handles ``node_retry`` (outside the
+    cancellable scope): the next attempt does not start, and nothing is reported as failed."""
+    gate = Gate()
+    calls: list[int] = []
+
+    async def fail(msg: Any, ctx: Any) -> Any:
+        calls.append(1)
+        raise RuntimeError("x")
+
+    rec = Recorder()
+
+    async def observer(event: Any) -> None:
+        await rec(event)
+        if event.event_type == "node_retry":
+            await gate.pass_()
+
+    flow = PenguiFlow(node(fail, "f", max_retries=2, backoff_base=0.0).to(), middlewares=[observer])
+    async with running(flow):
+        await flow.emit(make_msg("x", trace_id="T"))
+        await gate.wait_entered()
+        assert await flow.cancel("T") is True
+        gate.open()
+        await rec.wait_for("trace_cancel_finish", trace_id="T")
+        assert rookery_empty(flow)
+    assert calls == [1]
+    assert rec.types(trace_id="T") == [
+        "node_start",
+        "node_error",
+        "node_retry",
+        "trace_cancel_start",
+        "node_trace_cancelled",
+        "trace_cancel_finish",
+    ]
 
 
 # --------------------------------------------------------------------------- our decision

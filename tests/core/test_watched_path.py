@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from penguiflow.core import PenguiFlow
 
 from .helpers import Gate, Recorder, assert_accounted, echo, fetch, make_msg, node, running, settled
 
 if TYPE_CHECKING:
-    import pytest
-
     from penguiflow.metrics import FlowEvent
 
 LOGGER = "penguiflow.core"
@@ -104,7 +104,9 @@ async def test_node_success_sees_input_and_output_and_the_trace_waits_for_it() -
     ]
 
 
-async def test_cancel_while_node_start_is_observed_skips_the_node() -> None:
+@pytest.mark.parametrize("policy", [{}, {"timeout_s": 1e6}], ids=["inline", "general"])
+async def test_cancel_while_node_start_is_observed_skips_the_node(policy: dict[str, Any]) -> None:
+    """Also on the general path (a node timeout sends items there)."""
     gate = Gate()
     events: list[FlowEvent] = []
     calls: list[str] = []
@@ -118,7 +120,7 @@ async def test_cancel_while_node_start_is_observed_skips_the_node() -> None:
         calls.append(msg.trace_id)
         return msg
 
-    flow = PenguiFlow(node(work, "a").to(), middlewares=[observer])
+    flow = PenguiFlow(node(work, "a", **policy).to(), middlewares=[observer])
     async with running(flow):
         await flow.emit(make_msg("x", trace_id="T"))
         await gate.wait_entered()

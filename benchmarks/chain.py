@@ -7,11 +7,17 @@ per hop moving the same ``Message`` objects. Two shapes:
 - one at a time: emit, then fetch, repeated (round-trip latency).
 
 With ``--middleware`` a third side runs the pipelined shape on a flow with one no-op async
-middleware, so that every event is built and delivered (two per node per message). A fourth
-side, ``events alone``, measures only what those events cost: building the ``2 * HOPS``
-``FlowEvent``s of a message the way the runtime does and awaiting the middleware with each,
-with no runtime at all. It bounds the middleware line: even a runtime that cost nothing could
-not beat ``floor / (floor + events alone)``.
+middleware, so that every event is built and delivered (two per node per message). Two more
+sides take that line apart:
+
+- ``events alone`` measures only what those events cost: building the ``2 * HOPS``
+  ``FlowEvent``s of a message the way the runtime does and awaiting the middleware with each,
+  with no runtime at all. Even a runtime that cost nothing could not beat
+  ``floor / (floor + events alone)``.
+- ``events free`` runs the middleware line again with the worker's event builder replaced by
+  one that hands out a single prebuilt event: everything real (dispatch, middleware calls,
+  accounting) except building the events. It is what the line would reach if building a
+  ``FlowEvent`` cost nothing.
 
 Run: ``python benchmarks/chain.py [--messages 20000] [--roundtrips 2000] [--middleware]
 [--rounds 5] [--loop asyncio|uvloop]``. Prints medians and ratios. Numbers, not assertions.
@@ -46,6 +52,25 @@ async def events_alone(messages: int) -> float:
     return (time.perf_counter() - started) / messages * 1e6
 
 
+async def events_free(batch: list[Any]) -> float:
+    """The middleware line with the worker's event builder replaced by a prebuilt event."""
+    from penguiflow._runtime import worker
+
+    prebuilt = _new_event(
+        "node_start", time.time(), "n", "n", "t", 0, 0.0, 0, 0, 1, 64, 1, 1, False, _NO_EXTRA
+    )
+
+    def hand_out(*fields: Any) -> Any:
+        return prebuilt
+
+    real = worker._new_event
+    worker._new_event = hand_out  # type: ignore[assignment]
+    try:
+        return await pipelined(flow_chain([noop]), batch)
+    finally:
+        worker._new_event = real
+
+
 async def one_at_a_time(pipe: BareChain | FlowPipe, messages: list[Any]) -> float:
     """Return the mean round trip in microseconds, one message in flight at a time."""
     pipe.start()
@@ -77,6 +102,7 @@ async def main(
     if middleware:
         sides["middleware_msgs_per_s"] = lambda: pipelined(flow_chain([noop]), batch)
         sides["events_alone_us"] = lambda: events_alone(messages)
+        sides["events_free_msgs_per_s"] = lambda: events_free(batch)
     results: dict[str, Any] = await common.interleave(rounds, sides)
     results["throughput_ratio"] = results["flow_msgs_per_s"] / results["floor_msgs_per_s"]
     results["roundtrip_ratio"] = results["flow_roundtrip_us"] / results["floor_roundtrip_us"]
@@ -85,6 +111,9 @@ async def main(
         results["middleware_ratio"] = mw_rate / results["floor_msgs_per_s"]
         floor_us = 1e6 / results["floor_msgs_per_s"]
         results["middleware_bound"] = floor_us / (floor_us + results["events_alone_us"])
+        results["events_free_ratio"] = (
+            results["events_free_msgs_per_s"] / results["floor_msgs_per_s"]
+        )
     results.update(messages=messages, roundtrips=roundtrips, loop=common.loop_label())
     return results
 
@@ -119,6 +148,14 @@ def rows(r: dict[str, Any]) -> list[common.Row]:
                 "(bound on the line above)",
                 f"{r['events_alone_us']:.1f} us/msg vs floor {1e6 / r['floor_msgs_per_s']:.1f} "
                 f"us/msg: at most {r['middleware_bound']:.2f}x for any runtime",
+            )
+        )
+        free_rate = common.rate(r["events_free_msgs_per_s"])
+        result.append(
+            (
+                "events free: the middleware line with events prebuilt, not built",
+                "(ceiling of the middleware line)",
+                f"{r['events_free_ratio']:.2f}x ({free_rate} vs {floor})",
             )
         )
     return result

@@ -1,0 +1,46 @@
+"""The benchmark scripts still run against the runtime as it is (tiny sizes, one round).
+
+Only that they run and report every line is checked here: no timing is ever asserted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def chain(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``benchmarks/chain.py``, imported the way the scripts import each other (by bare name)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import chain as module
+
+    yield module
+    for name in ("chain", "_common"):
+        sys.modules.pop(name, None)
+
+
+async def test_chain_reports_every_line_and_restores_the_event_builder(chain: Any) -> None:
+    from penguiflow._runtime import worker
+    from penguiflow.metrics import _new_event
+
+    results = await chain.main(messages=300, roundtrips=20, middleware=True, rounds=1)
+    lines = [line for line, _, _ in chain.rows(results)]
+    assert lines == [
+        "chain, pipelined 300 msgs",
+        "chain, one at a time (20 round trips)",
+        "chain + no-op middleware, pipelined",
+        "events alone: build + deliver a message's FlowEvents, no runtime",
+        "events free: the middleware line with events prebuilt, not built",
+    ]
+    for key in ("throughput_ratio", "middleware_ratio", "events_free_ratio", "middleware_bound"):
+        assert results[key] > 0, key
+    assert worker._new_event is _new_event  # the events-free side put the real builder back

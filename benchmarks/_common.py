@@ -71,10 +71,31 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return result
 
 
-async def interleave(
-    rounds: int, sides: Mapping[str, Callable[[], Awaitable[float]]]
-) -> dict[str, float]:
-    """Measure every side once per round and return each side's median.
+class Rounds(dict[str, float]):
+    """Each side's median over the rounds, with every round's figures kept for ratios."""
+
+    def __init__(self, samples: Mapping[str, list[float]]) -> None:
+        super().__init__({name: statistics.median(values) for name, values in samples.items()})
+        self.samples = samples
+
+    def per_round(self, figure: Callable[[Mapping[str, float]], float]) -> float:
+        """The median over rounds of ``figure``, computed from one round's figures at a time."""
+        count = len(next(iter(self.samples.values())))
+        rounds = [{name: values[i] for name, values in self.samples.items()} for i in range(count)]
+        return statistics.median(figure(each) for each in rounds)
+
+    def ratio(self, numerator: str, denominator: str) -> float:
+        """The median over rounds of ``numerator / denominator``, both from the same round.
+
+        Sides of a round run within seconds of each other, so noise that lasts longer than
+        that (a busy neighbour on the host, a slow phase of the machine) hits both and cancels
+        out, where a ratio of two medians taken over the whole run would keep it.
+        """
+        return self.per_round(lambda figures: figures[numerator] / figures[denominator])
+
+
+async def interleave(rounds: int, sides: Mapping[str, Callable[[], Awaitable[float]]]) -> Rounds:
+    """Measure every side once per round; return each side's median and the rounds.
 
     Sides take turns, in an order that rotates each round, so that machine noise and position
     effects (garbage left by the previous side) hit all sides alike.
@@ -85,7 +106,7 @@ async def interleave(
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
             samples[name].append(await sides[name]())
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return Rounds(samples)
 
 
 async def pipelined(

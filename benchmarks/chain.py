@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import _common as common
 from _common import BareChain, FlowPipe, flow_chain, pipelined
 
 from penguiflow.metrics import _NO_EXTRA, _new_event
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 async def noop(event: Any) -> None:
@@ -103,17 +106,19 @@ async def main(
         sides["middleware_msgs_per_s"] = lambda: pipelined(flow_chain([noop]), batch)
         sides["events_alone_us"] = lambda: events_alone(messages)
         sides["events_free_msgs_per_s"] = lambda: events_free(batch)
-    results: dict[str, Any] = await common.interleave(rounds, sides)
-    results["throughput_ratio"] = results["flow_msgs_per_s"] / results["floor_msgs_per_s"]
-    results["roundtrip_ratio"] = results["flow_roundtrip_us"] / results["floor_roundtrip_us"]
+    measured = await common.interleave(rounds, sides)
+    results: dict[str, Any] = dict(measured)
+    results["throughput_ratio"] = measured.ratio("flow_msgs_per_s", "floor_msgs_per_s")
+    results["roundtrip_ratio"] = measured.ratio("flow_roundtrip_us", "floor_roundtrip_us")
     if middleware:
-        mw_rate = results["middleware_msgs_per_s"]
-        results["middleware_ratio"] = mw_rate / results["floor_msgs_per_s"]
-        floor_us = 1e6 / results["floor_msgs_per_s"]
-        results["middleware_bound"] = floor_us / (floor_us + results["events_alone_us"])
-        results["events_free_ratio"] = (
-            results["events_free_msgs_per_s"] / results["floor_msgs_per_s"]
-        )
+        results["middleware_ratio"] = measured.ratio("middleware_msgs_per_s", "floor_msgs_per_s")
+        results["events_free_ratio"] = measured.ratio("events_free_msgs_per_s", "floor_msgs_per_s")
+
+        def bound(figures: Mapping[str, float]) -> float:
+            floor_us = 1e6 / figures["floor_msgs_per_s"]
+            return floor_us / (floor_us + figures["events_alone_us"])
+
+        results["middleware_bound"] = measured.per_round(bound)
     results.update(messages=messages, roundtrips=roundtrips, loop=common.loop_label())
     return results
 

@@ -71,8 +71,9 @@ async def main(*, messages: int = 20_000, rounds: int = 5) -> dict[str, Any]:
         "floor_msgs_per_s": lambda: pipelined(BareFanout(), batch),
         "flow_msgs_per_s": lambda: pipelined(flow_fanout(), batch),
     }
-    results: dict[str, Any] = await common.interleave(rounds, sides)
-    results["throughput_ratio"] = results["flow_msgs_per_s"] / results["floor_msgs_per_s"]
+    measured = await common.interleave(rounds, sides)
+    results: dict[str, Any] = dict(measured)
+    results["throughput_ratio"] = measured.ratio("flow_msgs_per_s", "floor_msgs_per_s")
     results.update(messages=messages, loop=common.loop_label())
     return results
 

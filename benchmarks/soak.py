@@ -71,8 +71,9 @@ async def main(*, messages: int = 100_000, every: int = 1000, rounds: int = 5) -
         "floor_msgs_per_s": lambda: pipelined(BareChain(), batch),
         "flow_msgs_per_s": lambda: watched_run(batch, every, during, after),
     }
-    results: dict[str, Any] = await common.interleave(rounds, sides)
-    results["throughput_ratio"] = results["flow_msgs_per_s"] / results["floor_msgs_per_s"]
+    measured = await common.interleave(rounds, sides)
+    results: dict[str, Any] = dict(measured)
+    results["throughput_ratio"] = measured.ratio("flow_msgs_per_s", "floor_msgs_per_s")
     results.update(
         messages=messages,
         loop=common.loop_label(),

@@ -200,12 +200,12 @@ async def main(
         for kind in kinds:
             sides[f"{kind}_events_per_s"] = functools.partial(writer_rate, kind, stored, directory)
             sides[f"{kind}_msgs_per_s"] = functools.partial(chain_rate, kind, batch, directory)
-        results: dict[str, Any] = await common.interleave(rounds, sides)
-    flow, null = results["flow_msgs_per_s"], results["null_msgs_per_s"]
-    results["null_ratio"] = null / flow
+        measured = await common.interleave(rounds, sides)
+    results: dict[str, Any] = dict(measured)
+    results["null_ratio"] = measured.ratio("null_msgs_per_s", "flow_msgs_per_s")
     for kind in kinds:
-        results[f"{kind}_ratio"] = results[f"{kind}_msgs_per_s"] / flow
-        results[f"{kind}_vs_null"] = results[f"{kind}_msgs_per_s"] / null
+        results[f"{kind}_ratio"] = measured.ratio(f"{kind}_msgs_per_s", "flow_msgs_per_s")
+        results[f"{kind}_vs_null"] = measured.ratio(f"{kind}_msgs_per_s", "null_msgs_per_s")
     results.update(
         kinds=kinds, messages=messages, events=events, loop=common.loop_label(), postgres=postgres
     )

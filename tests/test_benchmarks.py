@@ -44,3 +44,13 @@ async def test_chain_reports_every_line_and_restores_the_event_builder(chain: An
     for key in ("throughput_ratio", "middleware_ratio", "events_free_ratio", "middleware_bound"):
         assert results[key] > 0, key
     assert worker._new_event is _new_event  # the events-free side put the real builder back
+
+
+def test_ratios_pair_the_figures_of_each_round(chain: Any) -> None:
+    """A slow phase that spans a round hits both sides of that round and cancels out."""
+    import _common
+
+    rounds = _common.Rounds({"floor": [1.0, 10.0, 10.0], "flow": [0.5, 5.0, 1.0]})
+    assert rounds["flow"] / rounds["floor"] == 0.1  # the ratio of medians mixes rounds
+    assert rounds.ratio("flow", "floor") == 0.5
+    assert rounds.per_round(lambda figures: figures["floor"] - figures["flow"]) == 5.0

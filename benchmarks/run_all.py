@@ -117,7 +117,7 @@ def cli() -> None:
     args = parser.parse_args()
     outcome = main(args.rounds, args.loops)
     print("\n".join(machine()))
-    print(f"- rounds: {args.rounds} per side, medians; loops: {', '.join(outcome['loops'])}")
+    print(f"- rounds: {args.rounds} per side; rates are medians, ratios paired per round; loops: {', '.join(outcome['loops'])}")
     print()
     print("\n".join(table(outcome["loops"], outcome["rows"])))
     print()

@@ -54,3 +54,27 @@ def test_ratios_pair_the_figures_of_each_round(chain: Any) -> None:
     assert rounds["flow"] / rounds["floor"] == 0.1  # the ratio of medians mixes rounds
     assert rounds.ratio("flow", "floor") == 0.5
     assert rounds.per_round(lambda figures: figures["floor"] - figures["flow"]) == 5.0
+
+
+async def test_compare_runs_two_copies_of_the_runtime_side_by_side(chain: Any) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import compare
+
+    with tempfile.TemporaryDirectory() as directory:
+        sys.path.insert(0, directory)
+        try:
+            runtimes = {
+                label: compare.export(compare.WORKTREE, Path(directory), f"_pf_smoke_{label}")
+                for label in ("base", "other")
+            }
+            assert runtimes["base"].PenguiFlow is not runtimes["other"].PenguiFlow
+            measured = await compare.main(runtimes, messages=100, rounds=1, middleware=True)
+        finally:
+            sys.path.remove(directory)
+            for name in [n for n in sys.modules if n.startswith("_pf_smoke_")]:
+                del sys.modules[name]
+            sys.modules.pop("compare", None)
+    assert set(measured) == {"floor", "base", "other"}
+    assert all(rate > 0 for rate in measured.values())

@@ -211,6 +211,8 @@ def route_nowait(
     trace_id = result.trace_id if message else getattr(result, "trace_id", None)
     if held is not None and floes and trace_id == worker.trace_id:
         if enqueuer.bus is None and len(floes) == 1:
+            # put_all_nowait's handoff for the one-floe case, without its call and loops:
+            # this is every hop of a chain (and the observed path's only way out).
             queue = floes[0].queue
             if 0 < queue._maxsize <= len(queue._queue):
                 return NOT_ROUTED

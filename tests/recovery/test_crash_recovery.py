@@ -2,13 +2,17 @@
 with SIGKILL mid-run; a new process re-drives every trace that had not finished.
 
 The two processes talk through their standard output (``READY``, ``done``, ``recovered``),
-so the test waits on what the child says, never on a timer.
+so the test waits on what the child says, never on a timer. A child still running when the
+test ends, as when it fails by timeout, is killed and reaped.
+
+Whether an unreachable PostgreSQL skips or fails the PostgreSQL case is decided by
+``stores.conftest.postgres_connection``, as for the store tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import signal
 import sys
 import uuid
@@ -16,27 +20,39 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from stores.conftest import PG_DSN, postgres_connection
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 WORKER = Path(__file__).with_name("crash_worker.py")
-PG_DSN = os.environ.get("PENGUIFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 JOBS, FINISH = 20, 8
+# Each phase may take READ_TIMEOUT; two of them fit in the test's own timeout, so a hung
+# child fails the test from inside (and the ``finally`` below reaps it) before pytest-timeout.
+READ_TIMEOUT = 50
 pytestmark = pytest.mark.timeout(120)
 
 
-async def spawn(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+@contextlib.asynccontextmanager
+async def spawn(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Run the worker with ``args``; kill it and wait for it if it is still running at exit."""
+    process = await asyncio.create_subprocess_exec(
         sys.executable, str(WORKER), *args, stdout=asyncio.subprocess.PIPE
     )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it ended since the check
+                process.kill()
+        await process.wait()
 
 
 async def lines_until(process: asyncio.subprocess.Process, last: str) -> list[str]:
     """Read the child's lines up to (and including) one starting with ``last``."""
     assert process.stdout is not None
     seen: list[str] = []
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(READ_TIMEOUT):
         while True:
             raw = await process.stdout.readline()
             assert raw, f"the worker ended before saying {last!r}; it said {seen}"
@@ -48,16 +64,16 @@ async def lines_until(process: asyncio.subprocess.Process, last: str) -> list[st
 
 async def crash_and_recover(store: str, effects: Path) -> None:
     common = ["--store", store, "--effects", str(effects), "--jobs", str(JOBS)]
-    first = await spawn("first", *common, "--finish", str(FINISH))
-    said = await lines_until(first, "READY")
-    first.send_signal(signal.SIGKILL)
-    assert await first.wait() == -signal.SIGKILL
+    async with spawn("first", *common, "--finish", str(FINISH)) as first:
+        said = await lines_until(first, "READY")
+        first.send_signal(signal.SIGKILL)
+        assert await first.wait() == -signal.SIGKILL
     finished = {line.split()[1] for line in said if line.startswith("done ")}
     assert len(finished) == FINISH
 
-    second = await spawn("recover", *common)
-    said = await lines_until(second, "COUNT")
-    assert await second.wait() == 0
+    async with spawn("recover", *common) as second:
+        said = await lines_until(second, "COUNT")
+        assert await second.wait() == 0
     recovered = {line.split()[1] for line in said if line.startswith("recovered ")}
     assert said[-1] == f"COUNT {JOBS - FINISH}"
 
@@ -82,13 +98,7 @@ async def test_kill_9_then_recover_on_sqlite(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def pg_schema() -> AsyncIterator[str]:
-    asyncpg = pytest.importorskip("asyncpg")
-    try:
-        connection = await asyncpg.connect(PG_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError):
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL is not reachable at {PG_DSN}")
+    connection = await postgres_connection()
     schema = f"pf_crash_{uuid.uuid4().hex}"
     try:
         yield schema

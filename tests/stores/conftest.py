@@ -2,8 +2,12 @@
 
 Each parameter yields a ``Backend`` that opens stores of one kind over one storage: a
 ``MemoryStore``; a ``SQLiteStore`` on a file under ``tmp_path``; a ``PostgresStore`` in a
-schema of its own on 127.0.0.1:5432, dropped afterwards. The PostgreSQL parameter is skipped
-only when the server is unreachable and ``CI`` is unset; under CI it fails instead.
+schema of its own on 127.0.0.1:5432, dropped afterwards.
+
+Every test that needs PostgreSQL connects through ``postgres_connection``, the one place that
+decides what happens when the server (or ``asyncpg``) is missing: the test is skipped, unless
+``PENGUIFLOW_REQUIRE_POSTGRES`` or ``CI`` is set (to anything but ``0``, ``false``, ``no`` or
+empty), and then it fails, so that CI cannot pass with the PostgreSQL tests silently skipped.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -25,17 +29,35 @@ if TYPE_CHECKING:
 
 PG_DSN = os.environ.get("PENGUIFLOW_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 KINDS = ("memory", "sqlite", "postgres")
+REQUIRE_POSTGRES = ("PENGUIFLOW_REQUIRE_POSTGRES", "CI")
+
+
+def postgres_required() -> bool:
+    """Whether a missing PostgreSQL fails the tests that need it rather than skipping them."""
+    return any(
+        os.environ.get(name, "").strip().lower() not in {"", "0", "false", "no"}
+        for name in REQUIRE_POSTGRES
+    )
+
+
+def postgres_unavailable(reason: str) -> NoReturn:
+    """Skip the current test for ``reason``, or fail it when PostgreSQL is required."""
+    if postgres_required():
+        names = " or ".join(REQUIRE_POSTGRES)
+        pytest.fail(f"{reason}; {names} is set, so the PostgreSQL tests must run")
+    pytest.skip(reason)
 
 
 async def postgres_connection() -> Any:
-    """Connect to the test server, or skip (fail under CI) if it cannot be reached."""
-    asyncpg = pytest.importorskip("asyncpg")
+    """Connect to the test server; skip, or fail when required, if it cannot be reached."""
+    try:
+        import asyncpg
+    except ImportError as exc:
+        postgres_unavailable(f"asyncpg is not installed: {exc!r}")
     try:
         return await asyncpg.connect(PG_DSN, timeout=5)
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but PostgreSQL at {PG_DSN} is unreachable: {exc!r}")
-        pytest.skip(f"PostgreSQL at {PG_DSN} is unreachable: {exc!r}")
+        postgres_unavailable(f"PostgreSQL at {PG_DSN} is unreachable: {exc!r}")
 
 
 @dataclass

@@ -3,17 +3,25 @@
 Design note: a store commits in batches and retries a failed batch until it succeeds, so a
 single value the database refuses would stall the writer for good. Everything written is
 therefore made acceptable first: JSON is strict (no NaN, ASCII only, so NUL characters and
-lone surrogates travel as escapes) and anything ``json`` cannot encode is stringified; text columns
-lose NUL characters and lone surrogates (PostgreSQL rejects the first, UTF-8 the second).
+lone surrogates travel as escapes) and anything JSON has no form for is stringified; text
+columns lose NUL characters and lone surrogates (PostgreSQL rejects the first, UTF-8 the second).
+
+JSON is written by ``pydantic_core.to_json``, which gives what pydantic knows its JSON form
+(datetimes in ISO 8601, sets as arrays, models and dataclasses as objects). Where it refuses
+a value (a lone surrogate, a cycle, nesting past its limit, bytes that are not UTF-8) or writes
+a bare ``NaN``/``Infinity``, the value is rebuilt from JSON-safe parts, the same forms included,
+and written by the standard library's ``json``, which escapes lone surrogates rather than
+refusing them.
 """
 
 from __future__ import annotations
 
 import json
-import json.encoder
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
+
+from pydantic_core import to_json, to_jsonable_python
 
 from ._errors import CorruptRecordError
 
@@ -34,45 +42,33 @@ def stringify(value: object) -> str:
             return f"<unprintable {type(value).__qualname__}>"
 
 
-_ENCODER: Final = json.JSONEncoder(
-    default=stringify, allow_nan=False, separators=(",", ":"), ensure_ascii=True
-)
-# ``JSONEncoder.encode`` builds a C encoder per call; building it once saves a fifth of the
-# time of a typical event payload. Same settings as ``_ENCODER`` except the cycle check (a
-# shared check dict is not safe across calls): a cycle ends in RecursionError and the
-# fallback below, as nesting too deep does.
-_MAKE_C_ENCODER: Final[Callable[..., Callable[[object, int], Iterable[str]]] | None] = getattr(
-    json.encoder, "c_make_encoder", None
-)  # None on a Python built without the _json accelerator
-_FAST_ENCODE: Final = (
-    None
-    if _MAKE_C_ENCODER is None
-    else _MAKE_C_ENCODER(
-        None, stringify, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
-    )
-)
+_STRICT: Final = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=True)
+"""The fallback's encoder; it only ever sees what ``_safe`` rebuilt."""
 
 
 def encode_json(value: object) -> str:
     """Encode ``value`` as strict JSON text; never raises.
 
-    Values ``json`` does not know are stringified. If the fast encoding fails (a non-finite
-    float, a key that is not a string or number, a cycle, nesting too deep), the value is
-    first rebuilt from JSON-safe parts: floats ``nan``/``inf`` and odd keys become strings,
-    a cycle becomes ``"<cycle>"`` and anything deeper than 100 levels is stringified.
+    Values without a JSON form are stringified. If the fast encoding fails (a non-finite
+    float, a lone surrogate, a cycle, nesting too deep), the value is first rebuilt from
+    JSON-safe parts: floats ``nan``/``inf`` and keys that are not strings become strings, a
+    cycle becomes ``"<cycle>"`` and anything deeper than 100 levels is stringified.
     """
     text = try_encode_json(value)
-    return _ENCODER.encode(_safe(value, 0, set())) if text is None else text
+    return _STRICT.encode(_safe(value, 0, set())) if text is None else text
 
 
 def try_encode_json(value: object) -> str | None:
     """Encode ``value`` as strict JSON text, or return None where ``encode_json`` falls back."""
     try:
-        if _FAST_ENCODE is None:
-            return _ENCODER.encode(value)
-        return "".join(_FAST_ENCODE(value, 0))
-    except (TypeError, ValueError, RecursionError):
+        data = to_json(value, ensure_ascii=True, fallback=stringify)
+    except Exception:  # pydantic runs user code (model serializers...), which may raise anything
         return None
+    # Non-finite floats come out as bare NaN/Infinity, which strict JSON lacks. A string that
+    # holds either word takes the fallback too: slower, and just as correct.
+    if b"NaN" in data or b"Infinity" in data:
+        return None
+    return data.decode("ascii")
 
 
 def _safe(value: object, depth: int, path: set[int]) -> object:
@@ -81,8 +77,11 @@ def _safe(value: object, depth: int, path: set[int]) -> object:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else stringify(value)
-    if depth >= _MAX_DEPTH or not isinstance(value, (Mapping, list, tuple)):
+    if depth >= _MAX_DEPTH:
         return stringify(value)
+    if not isinstance(value, (Mapping, list, tuple)):
+        # Give it the form the fast path would have; that form is JSON data, rebuilt in turn.
+        return _safe(_jsonable(value), depth + 1, path)
     if id(value) in path:
         return "<cycle>"
     path.add(id(value))
@@ -95,6 +94,14 @@ def _safe(value: object, depth: int, path: set[int]) -> object:
         return [_safe(item, depth + 1, path) for item in value]
     finally:
         path.discard(id(value))
+
+
+def _jsonable(value: object) -> object:
+    """Return ``value`` as pydantic turns it into JSON data, or stringified if that fails."""
+    try:
+        return to_jsonable_python(value, fallback=stringify)
+    except Exception:  # as in try_encode_json: user code may raise anything
+        return stringify(value)
 
 
 def clean_text(value: object) -> str | None:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, model_serializer
 
 from penguiflow.stores import CorruptRecordError
-from penguiflow.stores._codec import clean_text, decode_object, encode_json, stringify
+from penguiflow.stores._codec import (
+    clean_text,
+    decode_object,
+    encode_json,
+    stringify,
+    try_encode_json,
+)
 
 json_values = st.recursive(
     st.none()
@@ -72,6 +81,68 @@ def test_unprintable_values_and_deep_nesting() -> None:
         cursor = cursor[0]
     decoded = json.loads(encode_json({"deep": deep, "inf": float("-inf")}))
     assert decoded["inf"] == "-inf"
+
+
+def test_what_the_fast_path_refuses_gets_a_safe_form() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    value = {
+        "nan": float("nan"),
+        "inf": float("inf"),
+        "lone": "a\ud800b",
+        "nul": "a\x00b",
+        "cycle": cycle,
+        "not_utf8": b"\xff",
+    }
+    assert try_encode_json(value) is None
+    text = encode_json(value)
+    assert text.isascii()
+    assert json.loads(text) == {
+        "nan": "nan",
+        "inf": "inf",
+        "lone": "a\ud800b",  # escaped, so kept exactly
+        "nul": "a\x00b",
+        "cycle": ["<cycle>"],
+        "not_utf8": "b'\\xff'",
+    }
+
+
+class Point(BaseModel):
+    x: int
+    y: float
+
+
+def test_types_pydantic_knows_have_one_form_on_either_path() -> None:
+    """A datetime, a set, a model and a UUID encode alike whether the fast path takes the
+    value or a NaN beside them sends it down the fallback."""
+    known = {
+        "at": datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
+        "tags": {"a"},
+        "point": Point(x=1, y=2.5),
+        "id": UUID(int=1),
+    }
+    fast = json.loads(encode_json(known))
+    assert fast == {
+        "at": "2024-05-01T12:30:00Z",
+        "tags": ["a"],
+        "point": {"x": 1, "y": 2.5},
+        "id": "00000000-0000-0000-0000-000000000001",
+    }
+    assert json.loads(encode_json({**known, "nan": float("nan")})) == {**fast, "nan": "nan"}
+
+
+def test_strings_naming_constants_and_raising_serializers() -> None:
+    class Broken(BaseModel):
+        @model_serializer
+        def _serialize(self) -> dict[str, Any]:
+            raise RuntimeError("cannot serialize")
+
+        def __str__(self) -> str:
+            return "broken"
+
+    words = {"s": "NaN, Infinity, -Infinity"}
+    assert json.loads(encode_json(words)) == words
+    assert json.loads(encode_json({"b": Broken()})) == {"b": "broken"}
 
 
 def test_clean_text() -> None:

@@ -4,9 +4,10 @@ Nothing is recorded per event: the snapshot is taken when the registry is collec
 gauges cost a flow nothing between scrapes.
 
 ``flow.health()`` reads the flow's live state and must run on the flow's event loop. A scrape
-on that loop (``serve_metrics``) calls it directly; a scrape from another thread (for example
-``prometheus_client.start_http_server``) asks the loop to take the snapshot and waits for it,
-for at most ``SNAPSHOT_TIMEOUT_S``.
+on that loop (``serve_metrics`` answers there) calls it directly; a scrape from another thread
+(for example ``prometheus_client.start_http_server``) asks the loop to take the snapshot and
+waits for it, for at most ``SNAPSHOT_TIMEOUT_S``. ``call_on_loop`` is that hand-over, shared
+with ``serve_metrics``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, TypeVar, final
 
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from ..core import PenguiFlow
     from ..health import FlowHealth
 
-__all__ = ["SNAPSHOT_TIMEOUT_S", "HealthCollector"]
+__all__ = ["SNAPSHOT_TIMEOUT_S", "HealthCollector", "call_on_loop"]
+
+T = TypeVar("T")
 
 SNAPSHOT_TIMEOUT_S: Final = 5.0
 """How long a scrape from another thread waits for the flow's loop to take the snapshot."""
@@ -120,27 +123,46 @@ class HealthCollector:
         loop = workers[0].get_loop() if workers else None
         if loop is None or not loop.is_running() or _running_loop() is loop:
             return flow.health()
-        answer: concurrent.futures.Future[FlowHealth] = concurrent.futures.Future()
-
-        def take() -> None:
-            if not answer.set_running_or_notify_cancel():
-                return  # the scrape gave up waiting
-            try:
-                answer.set_result(flow.health())
-            except Exception as error:
-                answer.set_exception(error)
-
         try:
-            loop.call_soon_threadsafe(take)
-            return answer.result(timeout=SNAPSHOT_TIMEOUT_S)
-        except (RuntimeError, TimeoutError) as error:
-            # RuntimeError: the loop closed in between; TimeoutError: it is blocked or busy.
-            answer.cancel()
+            return call_on_loop(loop, flow.health, SNAPSHOT_TIMEOUT_S)
+        except TimeoutError as error:
             logger.warning(
                 "health_snapshot_unavailable",
                 extra={"event": "health_snapshot_unavailable", "exception": repr(error)},
             )
             return None
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], T], timeout_s: float) -> T:
+    """Call ``fn()`` on ``loop``, from a thread other than the loop's, and return its result.
+
+    The calling thread blocks until the loop has run ``fn``. If that takes longer than
+    ``timeout_s``, the call is withdrawn (unless the loop has started it: then it finishes
+    unseen) and ``TimeoutError`` raised.
+
+    Raises:
+        TimeoutError: ``loop`` is blocked, busy or closed: it did not run ``fn`` in time.
+        Exception: whatever ``fn`` raised.
+    """
+    answer: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def call() -> None:
+        if not answer.set_running_or_notify_cancel():
+            return  # the caller gave up waiting
+        try:
+            answer.set_result(fn())
+        except Exception as error:
+            answer.set_exception(error)
+
+    try:
+        loop.call_soon_threadsafe(call)
+    except RuntimeError as error:  # the loop closed after the caller chose it
+        raise TimeoutError(f"event loop {loop!r} is closed") from error
+    try:
+        return answer.result(timeout=timeout_s)
+    except TimeoutError:
+        answer.cancel()
+        raise
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

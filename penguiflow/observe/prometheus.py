@@ -19,7 +19,7 @@ try:
     from prometheus_client import CollectorRegistry, Counter, Histogram
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "penguiflow.observe.prometheus needs prometheus-client and h11: "
+        "penguiflow.observe.prometheus needs prometheus-client: "
         "pip install 'penguiflow[prometheus]'"
     ) from exc
 

@@ -32,7 +32,10 @@ from typing import TYPE_CHECKING, Any
 import _common as common
 from _common import BareChain, FlowPipe, flow_chain, pipelined
 
-from penguiflow.metrics import _NO_EXTRA, _new_event
+from penguiflow._runtime.context import Context
+from penguiflow._runtime.endpoints import Endpoint
+from penguiflow._runtime.events import EventTemplate
+from penguiflow._runtime.traces import TraceRecord, TraceRegistry
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -44,34 +47,32 @@ async def noop(event: Any) -> None:
 
 async def events_alone(messages: int) -> float:
     """Microseconds per message to build and deliver its events, and nothing else."""
-    no_extra = _NO_EXTRA  # what the runtime passes for events without extras
+    owner = Endpoint("n")
+    template = EventTemplate(owner, Context(owner), TraceRegistry(64), 64)  # as a worker's
+    record = TraceRecord(pending=1)
     started = time.perf_counter()
     for _ in range(messages):
         for _ in range(2 * common.HOPS):
-            event = _new_event(
-                "node_start", time.time(), "n", "n", "t", 0, 0.0, 0, 0, 1, 64, 1, 1, False, no_extra
-            )
-            await noop(event)
+            await noop(template.build("node_start", "t", record, 0, 0.0))
     return (time.perf_counter() - started) / messages * 1e6
 
 
 async def events_free(batch: list[Any]) -> float:
-    """The middleware line with the worker's event builder replaced by a prebuilt event."""
-    from penguiflow._runtime import worker
-
-    prebuilt = _new_event(
-        "node_start", time.time(), "n", "n", "t", 0, 0.0, 0, 0, 1, 64, 1, 1, False, _NO_EXTRA
+    """The middleware line with the runtime's event builder replaced by a prebuilt event."""
+    owner = Endpoint("n")
+    prebuilt = EventTemplate(owner, Context(owner), TraceRegistry(64), 64).build(
+        "node_start", "t", TraceRecord(pending=1), 0, 0.0
     )
 
     def hand_out(*fields: Any) -> Any:
         return prebuilt
 
-    real = worker._new_event
-    worker._new_event = hand_out  # type: ignore[assignment]
+    real = EventTemplate.build
+    EventTemplate.build = hand_out  # type: ignore[method-assign]
     try:
         return await pipelined(flow_chain([noop]), batch)
     finally:
-        worker._new_event = real
+        EventTemplate.build = real  # type: ignore[method-assign]
 
 
 async def one_at_a_time(pipe: BareChain | FlowPipe, messages: list[Any]) -> float:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, TypeAlias
 
-from ._runtime.constants import NODE_ERROR, NODE_START, NODE_SUCCESS
+from ._events import NODE_ERROR, NODE_START, NODE_SUCCESS
 from .metrics import FlowEvent
 
 __all__ = ["Middleware", "FlowEvent", "log_flow_events", "LatencyCallback"]  # noqa: RUF022 - order fixed by the spec

@@ -187,14 +187,25 @@ class Node:
         """Declare this node's successors: ``a.to(b, c)``; ``a.to()`` declares none."""
         return self, nodes
 
-    async def invoke(self, message: Any, ctx: Any, *, registry: ModelRegistry | None) -> Any:
+    async def invoke(
+        self,
+        message: Any,
+        ctx: Any,
+        *,
+        registry: ModelRegistry | None,
+        validate: str | None = None,
+    ) -> Any:
         """Call the node once, validating per policy against ``registry``.
+
+        ``validate`` overrides the policy's mode (a running flow passes the mode its
+        workers took when the flow started).
 
         Raises:
             KeyError: validation is on and the node is not in ``registry``.
             pydantic.ValidationError: the input or output does not fit its model.
         """
-        validate = self.policy.validate
+        if validate is None:
+            validate = self.policy.validate
         if registry is None or validate == "none":
             return await self.func(message, ctx)
         in_adapter, out_adapter = registry.adapters(self.name or self.node_id)

@@ -13,7 +13,7 @@ import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._runtime.constants import NODE_START
+from ._events import NODE_START
 from .errors import FlowErrorCode
 from .node import Node
 from .types import Headers, Message, StreamChunk

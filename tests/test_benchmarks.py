@@ -29,9 +29,9 @@ def chain(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 async def test_chain_reports_every_line_and_restores_the_event_builder(chain: Any) -> None:
-    from penguiflow._runtime import worker
-    from penguiflow.metrics import _new_event
+    from penguiflow._runtime.events import EventTemplate
 
+    real_build = EventTemplate.build
     results = await chain.main(messages=300, roundtrips=20, middleware=True, rounds=1)
     lines = [line for line, _, _ in chain.rows(results)]
     assert lines == [
@@ -43,7 +43,7 @@ async def test_chain_reports_every_line_and_restores_the_event_builder(chain: An
     ]
     for key in ("throughput_ratio", "middleware_ratio", "events_free_ratio", "middleware_bound"):
         assert results[key] > 0, key
-    assert worker._new_event is _new_event  # the events-free side put the real builder back
+    assert EventTemplate.build is real_build  # the events-free side put the real builder back
 
 
 def test_ratios_pair_the_figures_of_each_round(chain: Any) -> None:

@@ -7,6 +7,7 @@ type-checking.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -65,7 +66,7 @@ async def roundtrip() -> str:
     return str(result)
 
 
-def shapes() -> tuple[Endpoint, Endpoint, type[Floe], FlowErrorCode, type[TraceCancelled]]:
+def shapes() -> tuple[Endpoint, Endpoint, type[Floe[Any]], FlowErrorCode, type[TraceCancelled]]:
     return OPEN_SEA, ROOKERY, Floe, FlowErrorCode.NODE_TIMEOUT, TraceCancelled
 
 

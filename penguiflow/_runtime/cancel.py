@@ -10,56 +10,85 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .constants import TRACE_CANCEL_START
-from .endpoints import OPEN_SEA, ROOKERY
+from .._events import TRACE_CANCEL_START
 from .enqueue import trace_of
 
 if TYPE_CHECKING:
-    from .flow import PenguiFlow
+    from collections.abc import Sequence
 
-__all__ = ["cancel_trace"]
+    from .context import Context
+    from .events import EventSink
+    from .floe import Floe
+    from .lifecycle import TraceLifecycle
+    from .roundtrip import Roundtrip
+    from .tasks import TaskOwner
+    from .traces import TraceEnd, TraceRegistry
+    from .worker import Worker
 
-
-async def cancel_trace(flow: PenguiFlow, trace_id: str) -> bool:
-    """Cancel ``trace_id`` in ``flow``; return False if it has nothing pending or running."""
-    traces = flow._traces
-    record = traces.records.get(trace_id)
-    if record is None or (record.pending <= 0 and record.inflight <= 0):
-        return False
-    traces.ensure_flag(trace_id).set()
-    if not record.cancel_announced:
-        record.cancel_announced = True
-        await flow._events.emit(
-            TRACE_CANCEL_START,
-            flow._contexts[OPEN_SEA],
-            trace_id,
-            extra={"pending": record.pending},
-        )
-    ended = None
-    for _item in _purge(flow, trace_id):
-        ended = traces.finalize(trace_id) or ended
-    for worker in flow._workers:
-        worker.cancel_trace(trace_id)
-    flow._owner.cancel_trace(trace_id)
-    if ended is not None:
-        await flow._trace_ended(trace_id, ended)
-    return True
+__all__ = ["Canceller"]
 
 
-def _purge(flow: PenguiFlow, trace_id: str) -> list[Any]:
-    """Remove and return every queued item of ``trace_id``."""
+class Canceller:
+    """Cancels traces of one flow.
 
-    def of_trace(item: Any) -> bool:
-        return trace_of(item) == trace_id
+    Args:
+        floes: Every floe that can hold an item of a trace (the Rookery buffer included).
+        workers: The flow's workers (the list the flow keeps up to date).
+    """
 
-    purged: list[Any] = []
-    for floe in flow._floes:
-        purged.extend(floe.queue.remove_where(of_trace))
-    rookery = flow._contexts[ROOKERY]
-    if rookery._buffer:
-        kept = [item for item in rookery._buffer if not of_trace(item)]
-        purged.extend(item for item in rookery._buffer if of_trace(item))
-        rookery._buffer.clear()
-        rookery._buffer.extend(kept)
-    purged.extend(flow._roundtrip.cancel(trace_id))
-    return purged
+    __slots__ = ("floes", "lifecycle", "opensea", "owner", "roundtrip", "sink", "traces", "workers")
+
+    def __init__(
+        self,
+        *,
+        traces: TraceRegistry,
+        sink: EventSink,
+        opensea: Context,
+        floes: Sequence[Floe[Any]],
+        roundtrip: Roundtrip,
+        workers: Sequence[Worker],
+        owner: TaskOwner,
+        lifecycle: TraceLifecycle,
+    ) -> None:
+        self.traces = traces
+        self.sink = sink
+        self.opensea = opensea
+        self.floes = floes
+        self.roundtrip = roundtrip
+        self.workers = workers
+        self.owner = owner
+        self.lifecycle = lifecycle
+
+    async def cancel(self, trace_id: str) -> bool:
+        """Cancel ``trace_id``; return False if it has nothing pending or running."""
+        traces = self.traces
+        record = traces.records.get(trace_id)
+        if record is None or (record.pending <= 0 and record.inflight <= 0):
+            return False
+        traces.ensure_flag(trace_id).set()
+        if not record.cancel_announced:
+            record.cancel_announced = True
+            await self.sink.emit(
+                TRACE_CANCEL_START, self.opensea, trace_id, extra={"pending": record.pending}
+            )
+        ended: TraceEnd | None = None
+        for _item in self._purge(trace_id):
+            ended = traces.release(trace_id) or ended
+        for worker in self.workers:
+            worker.cancel_trace(trace_id)
+        self.owner.cancel_trace(trace_id)
+        if ended is not None:
+            await self.lifecycle.ended(trace_id, ended)
+        return True
+
+    def _purge(self, trace_id: str) -> list[Any]:
+        """Remove and return every queued item of ``trace_id``."""
+
+        def of_trace(item: Any) -> bool:
+            return trace_of(item) == trace_id
+
+        purged: list[Any] = []
+        for floe in self.floes:
+            purged.extend(floe.remove_where(of_trace))
+        purged.extend(self.roundtrip.cancel(trace_id))
+        return purged

@@ -1,4 +1,4 @@
-"""Texts, event names and defaults fixed by the public contract, kept in one place."""
+"""Texts and defaults fixed by the public contract, kept in one place (event kinds: ``_events``)."""
 
 from __future__ import annotations
 
@@ -29,45 +29,3 @@ FETCH_TRACE_FROM: Final = "fetch(trace_id=...) does not support from_ filtering"
 FETCH_FROM_DISPATCH: Final = (
     "fetch(from_=...) is not supported once trace-scoped fetching is enabled"
 )
-
-# Event names.
-NODE_START: Final = "node_start"
-NODE_SUCCESS: Final = "node_success"
-NODE_ERROR: Final = "node_error"
-NODE_TIMEOUT: Final = "node_timeout"
-NODE_RETRY: Final = "node_retry"
-NODE_FAILED: Final = "node_failed"
-NODE_CANCELLED: Final = "node_cancelled"
-NODE_TRACE_CANCELLED: Final = "node_trace_cancelled"
-DEADLINE_SKIP: Final = "deadline_skip"
-TRACE_CANCEL_DROP: Final = "trace_cancel_drop"
-TRACE_CANCEL_START: Final = "trace_cancel_start"
-TRACE_CANCEL_FINISH: Final = "trace_cancel_finish"
-# Beyond the contract: items discarded because the flow stopped with them still queued, and a
-# worker restarted after a runtime fault.
-FLOE_DRAINED: Final = "floe_drained"
-WORKER_RESTARTED: Final = "worker_restarted"
-# Circuit breaker transitions (opt-in per node).
-CIRCUIT_OPEN: Final = "circuit_open"
-CIRCUIT_HALF_OPEN: Final = "circuit_half_open"
-CIRCUIT_CLOSED: Final = "circuit_closed"
-
-EVENT_LEVELS: Final[dict[str, int]] = {
-    NODE_START: logging.DEBUG,
-    NODE_SUCCESS: logging.INFO,
-    NODE_ERROR: logging.ERROR,
-    NODE_TIMEOUT: logging.WARNING,
-    NODE_RETRY: logging.INFO,
-    NODE_FAILED: logging.ERROR,
-    NODE_CANCELLED: logging.DEBUG,
-    NODE_TRACE_CANCELLED: logging.INFO,
-    DEADLINE_SKIP: logging.INFO,
-    TRACE_CANCEL_DROP: logging.INFO,
-    TRACE_CANCEL_START: logging.INFO,
-    TRACE_CANCEL_FINISH: logging.INFO,
-    FLOE_DRAINED: logging.WARNING,
-    WORKER_RESTARTED: logging.ERROR,
-    CIRCUIT_OPEN: logging.WARNING,
-    CIRCUIT_HALF_OPEN: logging.INFO,
-    CIRCUIT_CLOSED: logging.INFO,
-}

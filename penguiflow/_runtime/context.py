@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..node import Node
 from ..types import Message, StreamChunk
 from .constants import NO_INCOMING, NOT_ATTACHED
-from .endpoints import Endpoint
+from .endpoints import Endpoint, Target
 from .floe import Floe, ReadySignal
 
 if TYPE_CHECKING:
-    from .flow import PenguiFlow
+    from collections import deque
+
+    from .enqueue import Enqueuer
+    from .protocols import Runtime
     from .subflow import PlaybookFactory
+    from .traces import TraceRegistry
 
 __all__ = ["Context", "Target"]
-
-#: What ``to`` / ``from_`` accept: one node or endpoint, a sequence of them, or None for all.
-Target = Node | Endpoint | Sequence[Node | Endpoint] | None
 
 
 class Context:
@@ -35,6 +35,7 @@ class Context:
         "_all_in",
         "_all_out",
         "_buffer",
+        "_enqueuer",
         "_in_deques",
         "_incoming",
         "_out_deques",
@@ -44,20 +45,26 @@ class Context:
         "_rotation",
         "_runtime",
         "_stream_seqs",
+        "_traces",
     )
 
-    def __init__(self, owner: Node | Endpoint, runtime: PenguiFlow | None = None) -> None:
+    def __init__(self, owner: Node | Endpoint, runtime: Runtime | None = None) -> None:
         self._owner = owner
         self._runtime = runtime
-        self._incoming: dict[Node | Endpoint, Floe] = {}
-        self._outgoing: dict[Node | Endpoint, Floe] = {}
-        self._all_in: tuple[Floe, ...] = ()
-        self._all_out: tuple[Floe, ...] = ()
-        # The floes' deques, for cheap depth reads (FloeQueue keeps its deque for life).
+        # What emitting needs from the flow, given by the flow that builds this context.
+        self._enqueuer: Enqueuer | None = None
+        self._traces: TraceRegistry | None = None
+        self._incoming: dict[Node | Endpoint, Floe[Any]] = {}
+        self._outgoing: dict[Node | Endpoint, Floe[Any]] = {}
+        self._all_in: tuple[Floe[Any], ...] = ()
+        self._all_out: tuple[Floe[Any], ...] = ()
+        # The floes' deques, for cheap depth reads (a floe keeps its deque for life).
         self._in_deques: tuple[deque[Any], ...] = ()
         self._out_deques: tuple[deque[Any], ...] = ()
-        self._buffer: deque[Any] = deque()
         self._ready = ReadySignal()
+        # Items waiting here besides the floes: the Rookery's, when no node feeds it.
+        self._buffer: Floe[Any] = Floe(None, owner, maxsize=0)
+        self._buffer.listener = self._ready.notify
         self._rotation = 0
         self._stream_seqs: dict[str, int] = {}
 
@@ -67,32 +74,39 @@ class Context:
         return self._owner
 
     @property
-    def runtime(self) -> PenguiFlow | None:
+    def runtime(self) -> Runtime | None:
         """The flow this context is attached to, if any."""
         return self._runtime
 
-    def add_incoming_floe(self, floe: Floe) -> None:
+    def _bind(self, enqueuer: Enqueuer, traces: TraceRegistry) -> None:
+        """Give this context what emitting needs (called by the flow that builds it)."""
+        self._enqueuer = enqueuer
+        self._traces = traces
+
+    def add_incoming_floe(self, floe: Floe[Any]) -> None:
         """Register a floe this context reads from; one without a source is ignored."""
         if floe.source is None:
             return
         self._incoming[floe.source] = floe
         self._all_in = tuple(self._incoming.values())
-        self._in_deques = tuple(each.queue._queue for each in self._all_in)
+        self._in_deques = tuple(each.items for each in self._all_in)
         # With one floe, readers await its queue directly; with several, every put notifies
         # the ready-signal that multi-floe readers wait on (no task per floe).
         many = len(self._all_in) > 1
         for each in self._all_in:
             each.listen(self._ready if many else None)
 
-    def add_outgoing_floe(self, floe: Floe) -> None:
+    def add_outgoing_floe(self, floe: Floe[Any]) -> None:
         """Register a floe this context writes to; one without a target is ignored."""
         if floe.target is None:
             return
         self._outgoing[floe.target] = floe
         self._all_out = tuple(self._outgoing.values())
-        self._out_deques = tuple(each.queue._queue for each in self._all_out)
+        self._out_deques = tuple(each.items for each in self._all_out)
 
-    def _resolve(self, which: Target, floes: dict[Node | Endpoint, Floe]) -> tuple[Floe, ...]:
+    def _resolve(
+        self, which: Target, floes: dict[Node | Endpoint, Floe[Any]]
+    ) -> tuple[Floe[Any], ...]:
         if not floes:
             return ()
         if which is None:
@@ -113,11 +127,11 @@ class Context:
             resolved.append(floe)
         return tuple(resolved)
 
-    def _attached(self) -> PenguiFlow:
-        runtime = self._runtime
-        if runtime is None:
+    def _attached(self) -> tuple[Enqueuer, TraceRegistry]:
+        enqueuer, traces = self._enqueuer, self._traces
+        if enqueuer is None or traces is None:
             raise RuntimeError(NOT_ATTACHED)
-        return runtime
+        return enqueuer, traces
 
     # -- emitting -----------------------------------------------------------------------------
 
@@ -132,10 +146,10 @@ class Context:
             RuntimeError: no flow is attached.
             KeyError: ``to`` names a node or endpoint this context has no floe to.
         """
-        enqueuer = self._attached()._enqueuer
+        enqueuer, _traces = self._attached()
         floes = self._all_out if to is None else self._resolve(to, self._outgoing)
-        if not enqueuer.put_all_nowait(floes, msg):
-            await enqueuer.put_all(floes, msg)
+        if not enqueuer.try_put(floes, msg):
+            await enqueuer.put(floes, msg)
 
     def emit_nowait(self, msg: Any, to: Target = None) -> None:
         """Like ``emit`` but never waits.
@@ -145,10 +159,9 @@ class Context:
             RuntimeError: no flow is attached.
             KeyError: ``to`` names an unknown target.
         """
-        enqueuer = self._attached()._enqueuer
+        enqueuer, _traces = self._attached()
         floes = self._all_out if to is None else self._resolve(to, self._outgoing)
-        for floe in floes:
-            enqueuer.put_nowait(floe, msg)
+        enqueuer.put_nowait(floes, msg)
 
     async def emit_chunk(
         self,
@@ -171,7 +184,7 @@ class Context:
         Raises:
             RuntimeError: no flow is attached.
         """
-        runtime = self._attached()
+        _enqueuer, traces = self._attached()
         sid = stream_id or parent.trace_id
         counters = self._stream_seqs
         first = sid not in counters
@@ -187,14 +200,14 @@ class Context:
             meta=dict(parent.meta),
         )
         if not first:
-            await runtime._traces.wait_capacity(sid, offset=1)
+            await traces.wait_capacity(sid, offset=1)
         await self.emit(message, to)
         if done:
             counters.pop(sid, None)
         elif first and isinstance(self._owner, Node):
             # A node's stream cannot outlive the trace it serves: drop its counter with the
             # trace. Streams fed from outside (the OpenSea context) live until done or stop().
-            runtime._traces.track_stream(parent.trace_id, counters, sid)
+            traces.track_stream(parent.trace_id, counters, sid)
         return chunk
 
     # -- fetching -----------------------------------------------------------------------------
@@ -205,12 +218,12 @@ class Context:
         Raises:
             asyncio.QueueEmpty: nothing is available.
         """
-        if self._buffer:
-            return self._buffer.popleft()
+        if self._buffer.items:
+            return self._buffer.pop_nowait()
         floes = self._all_in if from_ is None else self._resolve(from_, self._incoming)
         for floe in floes:
-            if floe.queue.qsize():
-                return floe.queue.get_nowait()
+            if floe.items:
+                return floe.pop_nowait()
         raise asyncio.QueueEmpty("no messages available")
 
     async def fetch(self, from_: Target = None) -> Any:
@@ -221,45 +234,41 @@ class Context:
         Raises:
             RuntimeError: the context has no incoming floes.
         """
-        if self._buffer:
-            return self._buffer.popleft()
+        if self._buffer.items:
+            return self._buffer.pop_nowait()
         floes = self._all_in if from_ is None else self._resolve(from_, self._incoming)
         if not floes:
             raise RuntimeError(NO_INCOMING)
         if len(floes) == 1:
-            queue = floes[0].queue
-            return queue.get_nowait() if queue._queue else await queue.get()
+            floe = floes[0]
+            return floe.pop_nowait() if floe.items else await floe.pop()
         return await self._take_any(floes)
 
     async def fetch_any(self, from_: Target = None) -> Any:
         """Wait for the next item on any of the selected floes; same as ``fetch``."""
         return await self.fetch(from_)
 
-    async def _take_any(self, floes: tuple[Floe, ...]) -> Any:
+    async def _take_any(self, floes: tuple[Floe[Any], ...]) -> Any:
         # Round-robin start so that one busy floe cannot starve the others; FIFO per floe.
         count = len(floes)
         interest = None if floes == self._all_in else frozenset(floes)
         while True:
-            if self._buffer:
-                return self._buffer.popleft()
+            if self._buffer.items:
+                return self._buffer.pop_nowait()
             start = self._rotation
             for offset in range(count):
-                queue = floes[(start + offset) % count].queue
-                if queue.qsize():
+                floe = floes[(start + offset) % count]
+                if floe.items:
                     self._rotation = (start + offset + 1) % count
-                    return queue.get_nowait()
+                    return floe.pop_nowait()
             await self._ready.wait(interest)
 
     async def _next(self) -> Any:
         """Wait for the next item from the buffer or any incoming floe, even with none."""
         floes = self._all_in
-        if len(floes) == 1 and not self._buffer:
-            return await floes[0].queue.get()
+        if len(floes) == 1 and not self._buffer.items:
+            return await floes[0].pop()
         return await self._take_any(floes)
-
-    def _buffer_append(self, item: Any) -> None:
-        self._buffer.append(item)
-        self._ready.notify(None)
 
     # -- other --------------------------------------------------------------------------------
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
-__all__ = ["OPEN_SEA", "ROOKERY", "Endpoint"]
+from ..node import Node
+
+__all__ = ["OPEN_SEA", "ROOKERY", "Endpoint", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,3 +21,6 @@ class Endpoint:
 
 OPEN_SEA: Final = Endpoint("OpenSea")
 ROOKERY: Final = Endpoint("Rookery")
+
+Target: TypeAlias = Node | Endpoint | Sequence[Node | Endpoint] | None
+"""What ``to`` / ``from_`` accept: one node or endpoint, a sequence of them, or None for all."""

@@ -1,13 +1,23 @@
-"""Putting items on floes: trace accounting, Rookery tagging and bus mirroring in one place.
+"""Putting items on floes: the one place that pushes and counts (see the invariant in ``traces``).
 
-Every enqueue anywhere in a flow (ingress, between nodes, to the Rookery, into the Rookery
-buffer) goes through ``Enqueuer`` so that ``pending(trace)`` counts exactly what is in transit.
-The fast path (``try_put``) is synchronous: no bus, room on the floe.
+Every enqueue of a flow (ingress, between nodes, to the Rookery, into the Rookery buffer) goes
+through ``Enqueuer``, so that a trace's pending count is exactly what it has in transit:
+
+- ``try_put``: the primitive. All floes or none, at once, without waiting; one count per floe.
+  It declines (returns False, nothing done) when a floe is full, a bus is set or the item may
+  need a Rookery tag, and the caller then takes ``put``.
+- ``put``: the waiting path, floe by floe: tag, publish, push (waiting in line for room), and
+  count in the step the item enters.
+- ``put_nowait``: floe by floe without waiting, for ``emit_nowait``.
+
+The worker's loop keeps one inlined copy of ``try_put`` for its commonest hop (one outgoing
+floe, a Message of the item's own trace), marked there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Any
 
 from ..node import Node
@@ -16,12 +26,12 @@ from .constants import logger
 from .endpoints import ROOKERY, Endpoint
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from ..bus import MessageBus
-    from .context import Context
     from .floe import Floe
-    from .roundtrip import Roundtrip
     from .tasks import TaskOwner
-    from .traces import TraceRecord, TraceRegistry
+    from .traces import TraceRegistry
 
 __all__ = ["Enqueuer", "Tagged", "label_of", "trace_of"]
 
@@ -41,7 +51,7 @@ class Tagged:
 
 
 def trace_of(item: Any) -> str | None:
-    """Return the trace an in-transit item is counted under."""
+    """Return the trace an in-transit item is counted under (only string ids count)."""
     trace_id = getattr(item, "trace_id", None)
     return trace_id if isinstance(trace_id, str) else None
 
@@ -56,136 +66,96 @@ def label_of(end: Node | Endpoint | None) -> str | None:
 
 
 class Enqueuer:
-    """Puts items on floes and counts them against their trace."""
+    """Puts items on floes and counts them against their trace.
 
-    __slots__ = ("bus", "owner", "roundtrip", "traces")
+    Args:
+        traces: Where items are counted.
+        tag: Returns the tagged form of a trace-less Rookery-bound item, or None when it
+            needs no tag; None while no trace-scoped fetch is active (see ``roundtrip``).
+        owner: Owns the publish tasks that ``put_nowait`` schedules.
+        bus: Where every enqueue is mirrored, if set.
+    """
+
+    __slots__ = ("bus", "owner", "tagger", "traces")
 
     def __init__(
         self,
         *,
         traces: TraceRegistry,
-        roundtrip: Roundtrip,
         owner: TaskOwner,
         bus: MessageBus | None,
     ) -> None:
         self.traces = traces
-        self.roundtrip = roundtrip
         self.owner = owner
         self.bus = bus
+        self.tagger: Callable[[Any], Tagged | None] | None = None
+        """Set while trace-scoped fetching is on: tags trace-less Rookery-bound items."""
 
-    def _prepare(self, floe: Floe | None, item: Any) -> tuple[Any, str | None]:
-        trace_id = getattr(item, "trace_id", None)
-        if trace_id is None and self.roundtrip.active and (floe is None or floe.target is ROOKERY):
-            tagged = self.roundtrip.tag(item)
-            if tagged is not None:
-                return tagged, tagged.trace_id
-        return item, trace_id if isinstance(trace_id, str) else None
+    def try_put(self, floes: Sequence[Floe[Any]], item: Any) -> bool:
+        """Push ``item`` onto every floe at once if all have room; else do nothing.
 
-    def try_put(self, floe: Floe, item: Any) -> bool:
-        """Enqueue without waiting if there is room and no bus; return whether it did."""
-        queue = floe.queue
-        if self.bus is not None or not queue.has_room():
-            return False
-        item, trace_id = self._prepare(floe, item)
-        queue.push(item)
-        if trace_id is not None:
-            self.traces.count(trace_id)
-        return True
-
-    def put_all_nowait(
-        self,
-        floes: tuple[Floe, ...],
-        item: Any,
-        held: TraceRecord | None = None,
-        keep: bool = False,
-    ) -> bool:
-        """Put ``item`` on every floe at once if all have room; else put nothing.
-
-        The per-hop fast path: one room check per floe, one trace count for all. Returns False
-        (nothing done) when a floe is full, a bus is configured, or the item needs a Rookery
-        tag; the caller then takes the waiting path.
-
-        ``held`` is a handoff: the caller holds one pending count of ``item``'s trace (for the
-        input it is processing) and gives it to ``item``. Only ``len(floes) - 1`` more are
-        counted, and the caller must not finalize its input. The caller guarantees that
-        ``floes`` is not empty and that ``held`` is the record of ``item``'s trace. With
-        ``keep``, the caller keeps its count: all ``len(floes)`` are counted on ``held``.
+        Returns:
+            Whether it did. False when a floe is full, a bus is set, or the item has no
+            trace id while trace-scoped fetching is on (it may need a tag).
         """
         if self.bus is not None:
             return False
         for floe in floes:
-            queue = floe.queue
-            if 0 < queue._maxsize <= len(queue._queue):  # inlined has_room(): once per hop
+            if not floe.has_room():
                 return False
-        if held is not None:  # the caller vouches for the trace: no lookup, no tag needed
-            for floe in floes:
-                floe.queue.push(item)
-            held.pending += len(floes) if keep else len(floes) - 1
-            return True
         trace_id = getattr(item, "trace_id", None)
-        if trace_id is None and self.roundtrip.active:
+        if trace_id is None and self.tagger is not None:
             return False
         for floe in floes:
-            floe.queue.push(item)
+            floe.try_push(item)
         if floes and isinstance(trace_id, str):
             self.traces.count(trace_id, len(floes))
         return True
 
-    async def put_all(self, floes: tuple[Floe, ...], item: Any) -> None:
-        """Put ``item`` on each floe in turn, waiting for room where needed.
+    async def put(self, floes: Sequence[Floe[Any]], item: Any) -> None:
+        """Put ``item`` on each floe in turn, waiting in line for room where needed.
 
-        The waiting path: callers try ``put_all_nowait`` first. Cancelled while waiting:
-        floes already served keep the item, the rest do not get it.
+        With a bus, each enqueue is published first. Cancelled while waiting: floes already
+        served keep the item (counted), the rest do not get it.
         """
         for floe in floes:
-            if not self.try_put(floe, item):
-                await self.put(floe, item)
+            entry, trace_id = self._prepare(floe, item)
+            if self.bus is not None:
+                await self._publish(floe, entry)
+            entered = None if trace_id is None else functools.partial(self.traces.count, trace_id)
+            await floe.push(entry, entered)
 
-    async def put(self, floe: Floe, item: Any) -> None:
-        """Enqueue, waiting for room; publish to the bus first when one is configured.
-
-        Cancelled while waiting: the item is not enqueued and not counted.
-        """
-        item, trace_id = self._prepare(floe, item)
-        if self.bus is not None:
-            await self._publish(floe.source, floe.target, item)
-        await floe.queue.put(item)
-        if trace_id is not None:
-            self.traces.count(trace_id)
-
-    def put_nowait(self, floe: Floe, item: Any) -> None:
-        """Enqueue without waiting; the bus publish is scheduled, and awaited by ``stop``.
+    def put_nowait(self, floes: Sequence[Floe[Any]], item: Any) -> None:
+        """Put ``item`` on each floe in turn without waiting; a bus publish is scheduled.
 
         Raises:
-            asyncio.QueueFull: the floe is full.
+            asyncio.QueueFull: a floe is full; floes served before it keep the item.
         """
-        queue = floe.queue
-        if queue.full():
-            raise asyncio.QueueFull
-        item, trace_id = self._prepare(floe, item)
-        if self.bus is not None:
-            self.owner.spawn_publish(self._publish(floe.source, floe.target, item))
-        queue.put_nowait(item)
-        if trace_id is not None:
-            self.traces.count(trace_id)
+        for floe in floes:
+            if not floe.has_room():
+                raise asyncio.QueueFull
+            entry, trace_id = self._prepare(floe, item)
+            if self.bus is not None:
+                self.owner.spawn_publish(self._publish(floe, entry))
+            floe.try_push(entry)
+            if trace_id is not None:
+                self.traces.count(trace_id)
 
-    async def append_buffer(self, ctx: Context, item: Any) -> None:
-        """Append to a context's buffer (the Rookery's when it has no floes), counted."""
-        item, trace_id = self._prepare(None, item)
-        if self.bus is not None:
-            await self._publish(None, ctx.owner, item)
-        ctx._buffer_append(item)
-        if trace_id is not None:
-            self.traces.count(trace_id)
+    def _prepare(self, floe: Floe[Any], item: Any) -> tuple[Any, str | None]:
+        """Tag a trace-less Rookery-bound item if needed; return it and its trace."""
+        trace_id = getattr(item, "trace_id", None)
+        if trace_id is None and self.tagger is not None and floe.target is ROOKERY:
+            tagged = self.tagger(item)
+            if tagged is not None:
+                return tagged, tagged.trace_id
+        return item, trace_id if isinstance(trace_id, str) else None
 
-    async def _publish(
-        self, source: Node | Endpoint | None, target: Node | Endpoint | None, item: Any
-    ) -> None:
+    async def _publish(self, floe: Floe[Any], item: Any) -> None:
         from ..bus import BusEnvelope
 
         assert self.bus is not None
         payload = item.item if isinstance(item, Tagged) else item
-        src, dst = label_of(source), label_of(target)
+        src, dst = label_of(floe.source), label_of(floe.target)
         is_message = isinstance(payload, Message)
         envelope = BusEnvelope(
             edge=f"{src or '*'}->{dst or '*'}",

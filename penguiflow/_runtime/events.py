@@ -1,18 +1,22 @@
 """Building ``FlowEvent``s and dispatching them: log, then state store, then middlewares.
 
 An event is built only when something would observe it; with no middleware, no store and its
-log level disabled, emitting costs the ``wants`` check alone.
+log level disabled, emitting costs the ``wants`` check alone. Every event about a node or an
+endpoint is built by that owner's ``EventTemplate``, which holds what all its events share;
+the worker's loop and ``EventSink.emit`` use the same template.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-from ..metrics import _NO_EXTRA, FlowEvent, _new_event
+from .._events import EVENT_LEVELS, NO_EXTRA, EventDraft, FlowEvent
 from ..node import Node
-from .constants import EVENT_LEVELS, logger
+from .constants import logger
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -20,12 +24,9 @@ if TYPE_CHECKING:
     from ..state import StateStore
     from .context import Context
     from .endpoints import Endpoint
-    from .traces import TraceRegistry
+    from .traces import TraceRecord, TraceRegistry
 
-__all__ = ["NO_EXTRA", "OBSERVED", "ONE_MIDDLEWARE", "QUIET", "EventSink", "middleware_failed"]
-
-#: The ``extra`` of events that have none: immutable, so ``FlowEvent`` need not copy it.
-NO_EXTRA: Final[Mapping[str, Any]] = _NO_EXTRA
+__all__ = ["EventSink", "EventTemplate", "Observers", "middleware_failed"]
 
 # The per-level answers Logger.isEnabledFor keeps (CPython's logging since 3.7); None if a
 # logging implementation has no such cache, and then the method is called.
@@ -33,19 +34,90 @@ _LEVEL_CACHE: dict[int, bool] | None = getattr(logger, "_cache", None)
 
 ExcInfo = BaseException | None
 
-# What ``EventSink.observers`` answers.
-QUIET: Final = 0
-"""Nothing observes INFO or DEBUG events: they need not be built."""
-ONE_MIDDLEWARE: Final = 1
-"""One middleware alone observes INFO and DEBUG events: no store, INFO logging off."""
-OBSERVED: Final = 2
-"""Several middlewares, a store or logging observe them."""
+
+class Observers(enum.IntEnum):
+    """Who observes the events of a node's ordinary handling of an item (``observers``)."""
+
+    NONE = 0
+    """Nothing observes INFO or DEBUG events: they need not be built."""
+    ONE_MIDDLEWARE = 1
+    """One middleware alone observes them: no store, INFO logging off."""
+    SEVERAL = 2
+    """Several middlewares, a store or logging observe them."""
+
+
+_NONE: Final = Observers.NONE
+_ONE: Final = Observers.ONE_MIDDLEWARE
+_SEVERAL: Final = Observers.SEVERAL
+
+
+class EventTemplate:
+    """What every event about one node or endpoint shares; builds them.
+
+    Depths and the outgoing count are read from the owner's context at build time, the trace
+    counts from the trace's record.
+    """
+
+    __slots__ = ("ctx", "maxsize", "name", "node_id", "traces")
+
+    def __init__(
+        self, owner: Node | Endpoint, ctx: Context, traces: TraceRegistry, maxsize: int
+    ) -> None:
+        self.ctx = ctx
+        self.traces = traces
+        self.maxsize = maxsize
+        self.name = owner.name
+        self.node_id = owner.node_id if isinstance(owner, Node) else owner.name
+
+    def build(
+        self,
+        event_type: str,
+        trace_id: str | None,
+        record: TraceRecord | None,
+        attempt: int = 0,
+        latency_ms: float | None = None,
+        extra: Mapping[str, Any] = NO_EXTRA,
+    ) -> FlowEvent:
+        """Build an event; ``record`` is the live record of ``trace_id``, None if it has none.
+
+        ``extra`` must be ``NO_EXTRA`` or a mapping this call may copy.
+        """
+        # The context's deques are read directly (once per event, on the hot path of an
+        # observed flow): one floe each way is the common case, and its length is the depth.
+        ctx = self.ctx
+        ins, outs = ctx._in_deques, ctx._out_deques
+        draft = EventDraft()
+        draft.event_type = event_type
+        draft.ts = time.time()
+        draft.node_name = self.name
+        draft.node_id = self.node_id
+        draft.trace_id = trace_id
+        draft.attempt = attempt
+        draft.latency_ms = latency_ms
+        draft.queue_depth_in = len(ins[0]) if len(ins) == 1 else sum(map(len, ins))
+        draft.queue_depth_out = len(outs[0]) if len(outs) == 1 else sum(map(len, outs))
+        draft.outgoing_edges = len(outs)
+        draft.queue_maxsize = self.maxsize
+        if trace_id is None:
+            draft.trace_pending = None
+            draft.trace_inflight = 0
+            draft.trace_cancelled = False
+        else:
+            traces = self.traces
+            draft.trace_pending = record.pending if record is not None else 0
+            draft.trace_inflight = record.inflight if record is not None else 0
+            flag = traces.flag_of(trace_id) if traces.flags.holds_events else None
+            draft.trace_cancelled = flag is not None and flag.is_set()
+        draft.extra = extra if extra is NO_EXTRA else MappingProxyType(dict(extra))
+        draft.__class__ = FlowEvent
+        event: FlowEvent = draft
+        return event
 
 
 class EventSink:
     """Turns runtime happenings into ``FlowEvent``s for a flow's observers."""
 
-    __slots__ = ("maxsize", "middlewares", "store", "traces")
+    __slots__ = ("maxsize", "middlewares", "store", "templates", "traces")
 
     def __init__(
         self,
@@ -60,77 +132,36 @@ class EventSink:
         self.middlewares = middlewares
         self.store = store
         self.maxsize = maxsize
+        self.templates: dict[tuple[Node | Endpoint, Context], EventTemplate] = {}
+
+    def template(self, owner: Node | Endpoint, ctx: Context) -> EventTemplate:
+        """Return the template of events about ``owner`` read from ``ctx``."""
+        key = (owner, ctx)
+        found = self.templates.get(key)
+        if found is None:
+            found = self.templates[key] = EventTemplate(owner, ctx, self.traces, self.maxsize)
+        return found
 
     def wants(self, level: int) -> bool:
         """Return whether an event at ``level`` would be observed by anything."""
         return bool(self.middlewares) or self.store is not None or logger.isEnabledFor(level)
 
-    def observers(self) -> int:
-        """Tell who observes the events of a node's ordinary handling of an item.
+    def observers(self) -> Observers:
+        """Tell who observes ``node_start`` (DEBUG) and ``node_success`` (INFO) events.
 
-        Those are ``node_start`` (DEBUG) and ``node_success`` (INFO). Called per item on the
-        hot path: ``Logger.isEnabledFor`` answers from the logger's own cache, which logging
-        clears on every level change, so reading that cache first saves the method call.
-
-        Returns:
-            ``QUIET`` (nothing: INFO logging is off, so is DEBUG), ``ONE_MIDDLEWARE`` (one
-            middleware, no store, INFO logging off) or ``OBSERVED`` (anything else).
+        Called per item on the hot path: ``Logger.isEnabledFor`` answers from the logger's own
+        cache, which logging clears on every level change, so reading that cache first saves
+        the method call.
         """
         if self.store is not None:
-            return OBSERVED
+            return _SEVERAL
         enabled = _LEVEL_CACHE.get(logging.INFO) if _LEVEL_CACHE is not None else None
         if enabled is None:
             enabled = logger.isEnabledFor(logging.INFO)
         if enabled and not logger.disabled:
-            return OBSERVED
+            return _SEVERAL
         count = len(self.middlewares)
-        return QUIET if not count else ONE_MIDDLEWARE if count == 1 else OBSERVED
-
-    def build(
-        self,
-        event_type: str,
-        ctx: Context,
-        trace_id: str | None,
-        *,
-        attempt: int = 0,
-        latency_ms: float | None = None,
-        extra: Mapping[str, Any] | None = None,
-        owner: Node | Endpoint | None = None,
-    ) -> FlowEvent:
-        """Build an event about ``owner`` (default: ``ctx``'s), reading the trace's live counts.
-
-        Queue depths and the outgoing count come from ``ctx``.
-        """
-        if owner is None:
-            owner = ctx._owner
-        node_id = owner.node_id if isinstance(owner, Node) else owner.name
-        if trace_id is None:
-            pending: int | None = None
-            inflight = 0
-            cancelled = False
-        else:
-            record = self.traces.records.get(trace_id)
-            pending = record.pending if record is not None else 0
-            inflight = record.inflight if record is not None else 0
-            flag = self.traces.flag_of(trace_id)  # raw: an unread flag is unset
-            cancelled = flag is not None and flag.is_set()
-        return _new_event(
-            event_type,
-            time.time(),
-            owner.name,
-            node_id,
-            trace_id,
-            attempt,
-            latency_ms,
-            ctx.queue_depth_in(),
-            ctx.queue_depth_out(),
-            len(ctx._outgoing),
-            self.maxsize,
-            pending,
-            inflight,
-            cancelled,
-            NO_EXTRA if extra is None else extra,
-        )
+        return _NONE if not count else _ONE if count == 1 else _SEVERAL
 
     async def emit(
         self,
@@ -145,24 +176,24 @@ class EventSink:
         level: int | None = None,
         owner: Node | Endpoint | None = None,
     ) -> None:
-        """Build an event, if anything observes it, and deliver it in order.
+        """Build an event about ``owner`` (default: ``ctx``'s), if anything observes it.
 
-        The log first, then the store, then each middleware in registration order.
-
-        A failing store or middleware is logged and skipped; the flow carries on.
+        Then deliver it: the log first, then the store, then each middleware in order. A
+        failing store or middleware is logged and skipped; the flow carries on.
         """
         if level is None:
             level = EVENT_LEVELS.get(event_type, logging.INFO)
         if not self.wants(level):
             return
-        event = self.build(
+        template = self.template(owner if owner is not None else ctx.owner, ctx)
+        record = self.traces.records.get(trace_id) if trace_id is not None else None
+        event = template.build(
             event_type,
-            ctx,
             trace_id,
-            attempt=attempt,
-            latency_ms=latency_ms,
-            extra=extra,
-            owner=owner,
+            record,
+            attempt,
+            latency_ms,
+            NO_EXTRA if extra is None else extra,
         )
         await self.deliver(event, level, exc)
 
@@ -206,6 +237,7 @@ class EventSink:
 
 
 def middleware_failed(middleware: Any, event: FlowEvent, error: Exception) -> None:
+    """Log a middleware's failure; the flow carries on."""
     logger.error(
         "middleware_error",
         exc_info=error,

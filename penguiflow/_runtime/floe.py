@@ -1,8 +1,21 @@
 """Floes: the bounded FIFO edges between nodes, and the ready-signal their consumer waits on.
 
+A ``Floe`` owns its state, as anyio's memory object stream does: its deque of items, its size
+limit and two FIFO queues of waiters, one of producers waiting for room and one of consumers
+waiting for an item. Nothing outside this module reads that state except through the methods
+below, and the class is the seam where another transport (a Redis stream) plugs in.
+
+Design note (fairness): a producer that finds the floe full queues up with its item. When a
+consumer takes an item, the longest-waiting producer's item moves into the freed slot in the
+same step, before any other task runs, and that producer is woken already done. So producers
+are served in the order they arrived: a producer that comes later cannot slip into a freed
+slot ahead of those already waiting, and none starves. It follows that producers wait only
+while the floe is full. Consumers are woken in arrival order too; a woken consumer that finds
+the item gone (taken by a consumer that did not wait) queues up again.
+
 A context reading several floes must not spawn a task per floe to wait on them. Instead every
-floe's queue calls its consumer's ``ReadySignal`` when an item lands, and the consumer waits on
-that one signal, then takes from whichever queue has an item.
+floe calls its consumer's ``ReadySignal`` when an item lands, and the consumer waits on that one
+signal, then takes from whichever floe has an item.
 """
 
 from __future__ import annotations
@@ -11,7 +24,8 @@ import asyncio
 import contextlib
 import functools
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -19,23 +33,39 @@ if TYPE_CHECKING:
     from ..node import Node
     from .endpoints import Endpoint
 
-__all__ = ["Floe", "FloeQueue", "ReadySignal"]
+__all__ = ["Floe", "FloeStatistics", "ReadySignal"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FloeStatistics:
+    """A snapshot of a floe's state."""
+
+    current_items: int
+    """Items queued now."""
+    max_items: int
+    """The size limit; 0 means unbounded."""
+    waiting_producers: int
+    """Producers waiting for room (non-zero only while the floe is full)."""
+    waiting_consumers: int
+    """Consumers waiting for an item."""
 
 
 class ReadySignal:
     """Wakes tasks waiting for an item on any of a set of floes.
 
-    Each waiter names the floes it can take from (None: any). A put on floe ``f`` wakes the
-    longest-waiting task interested in ``f``; the woken task re-checks the queues. A waiter that
+    Each waiter names the floes it can take from (None: any). A push onto floe ``f`` wakes the
+    longest-waiting task interested in ``f``; the woken task re-checks the floes. A waiter that
     is cancelled after being woken passes the wake-up on, so none is lost.
     """
 
     __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._waiters: list[tuple[asyncio.Future[None], Collection[Floe] | None]] = []
+        self._waiters: list[tuple[asyncio.Future[None], Collection[Floe[Any]] | None]] = []
 
-    def notify(self, floe: Floe | None = None) -> None:
+    def notify(self, floe: Floe[Any] | None = None) -> None:
         """Wake the longest waiting task that can take from ``floe`` (None: any waiter)."""
         waiters = self._waiters
         for index, (fut, interest) in enumerate(waiters):
@@ -46,7 +76,7 @@ class ReadySignal:
                 fut.set_result(None)
                 return
 
-    async def wait(self, interest: Collection[Floe] | None) -> None:
+    async def wait(self, interest: Collection[Floe[Any]] | None) -> None:
         """Wait until an item may be available on one of ``interest`` (None: any floe).
 
         On cancel: a wake-up already delivered to this waiter goes to the next one, then
@@ -67,121 +97,250 @@ class ReadySignal:
             raise
 
 
-class FloeQueue(asyncio.Queue[Any]):
-    """An ``asyncio.Queue`` that also tells its consumer's ``ReadySignal`` about each put."""
+class _Producer:
+    """A producer waiting for room: its future, its item, and what to do once it is in."""
 
-    # asyncio.Queue internals this subclass relies on (stable since Python 3.8).
-    _queue: deque[Any]
-    _putters: deque[asyncio.Future[None]]
-    _getters: deque[asyncio.Future[None]]
-    _unfinished_tasks: int
-    _finished: asyncio.Event
-    _wakeup_next: Callable[[deque[asyncio.Future[None]]], None]
-    _maxsize: int
+    __slots__ = ("entered", "future", "item")
 
-    def __init__(self, maxsize: int = 0) -> None:
-        super().__init__(maxsize)
-        self.listener: Callable[[], None] | None = None
-
-    # The two methods below do what asyncio.Queue's do (``put()``/``get()`` call them too),
-    # minus a few method calls, since they run for every message at every hop; ``put_nowait``
-    # also notifies the consumer's ready-signal.
-
-    def put_nowait(self, item: Any) -> None:
-        """Put ``item`` without blocking.
-
-        Raises:
-            asyncio.QueueFull: the queue is full.
-        """
-        if 0 < self._maxsize <= len(self._queue):
-            raise asyncio.QueueFull
-        self.push(item)
-
-    def has_room(self) -> bool:
-        """Return whether a put would not wait."""
-        return not 0 < self._maxsize <= len(self._queue)
-
-    def push(self, item: Any) -> None:
-        """Append ``item``, waking a getter; the caller has checked ``has_room``."""
-        self._queue.append(item)
-        listener = self.listener
-        if listener is not None:
-            listener()
-        if not self._unfinished_tasks:
-            self._finished.clear()
-        self._unfinished_tasks += 1
-        if self._getters:
-            self._wakeup_next(self._getters)
-
-    def get_nowait(self) -> Any:
-        """Take the oldest item without blocking.
-
-        Raises:
-            asyncio.QueueEmpty: the queue is empty.
-        """
-        queue = self._queue
-        if not queue:
-            raise asyncio.QueueEmpty
-        item = queue.popleft()
-        if self._putters:
-            self._wakeup_next(self._putters)
-        return item
-
-    def remove_where(self, predicate: Callable[[Any], bool]) -> list[Any]:
-        """Remove and return every queued item for which ``predicate`` is true.
-
-        The rest keep their order, and as many blocked putters are woken as slots were freed.
-        """
-        kept: deque[Any] = deque()
-        removed: list[Any] = []
-        for item in self._queue:
-            (removed if predicate(item) else kept).append(item)
-        if removed:
-            # In place: consumers may hold the deque (Context caches it for depth reads).
-            self._queue.clear()
-            self._queue.extend(kept)
-            # Keep task_done()/join() bookkeeping consistent with what is left.
-            self._unfinished_tasks = max(0, self._unfinished_tasks - len(removed))
-            if self._unfinished_tasks == 0:
-                self._finished.set()
-            for _ in removed:
-                self._wakeup_next(self._putters)
-        return removed
-
-    def clear(self) -> list[Any]:
-        """Remove and return every queued item."""
-        return self.remove_where(lambda _item: True)
-
-    def fail_getters(self, exc: BaseException) -> None:
-        """Make every task blocked in ``get()`` raise ``exc``."""
-        for getter in list(self._getters):
-            if not getter.done():
-                getter.set_exception(exc)
+    def __init__(
+        self, future: asyncio.Future[None], item: Any, entered: Callable[[], None] | None
+    ) -> None:
+        self.future = future
+        self.item = item
+        self.entered = entered
 
 
-class Floe:
+class Floe(Generic[T]):
     """A bounded FIFO edge from ``source`` to ``target``.
 
+    The engine uses ``try_push``/``push`` and ``pop_nowait``/``pop``. For the contract, which
+    describes ``floe.queue`` as an ``asyncio.Queue``, ``queue`` is the floe itself and the
+    floe answers ``asyncio.Queue``'s own calls (``put``, ``put_nowait``, ``get``,
+    ``get_nowait``, ``qsize``, ``maxsize``, ``empty``, ``full``).
+
     Attributes:
-        source: The producing node or endpoint.
-        target: The consuming node or endpoint.
-        queue: The ``asyncio.Queue`` holding items in transit; ``maxsize <= 0`` is unbounded.
+        source: The producing node or endpoint (None for a floe outside a graph).
+        target: The consuming node or endpoint (None for a floe outside a graph).
+        items: The queued items, oldest first. Read it for depths; never change it.
+        listener: Called after every push (see ``ReadySignal``); set through ``listen``.
     """
 
-    __slots__ = ("queue", "source", "target")
+    __slots__ = ("_consumers", "_limit", "_producers", "items", "listener", "source", "target")
 
     def __init__(
         self, source: Node | Endpoint | None, target: Node | Endpoint | None, *, maxsize: int
     ) -> None:
         self.source = source
         self.target = target
-        self.queue: FloeQueue = FloeQueue(maxsize)
+        self.items: deque[T] = deque()
+        # A limit of 0 stands for "unbounded" in the one comparison that uses it: a floe has
+        # room while ``len(items) < limit or not limit``.
+        self._limit = max(maxsize, 0)
+        self._producers: deque[_Producer] = deque()
+        self._consumers: deque[asyncio.Future[None]] = deque()
+        self.listener: Callable[[], None] | None = None
+
+    # -- the engine's interface -----------------------------------------------------------------
+
+    @property
+    def maxsize(self) -> int:
+        """The size limit; 0 means unbounded."""
+        return self._limit
+
+    def has_room(self) -> bool:
+        """Return whether a push would not wait."""
+        return len(self.items) < self._limit or not self._limit
+
+    def try_push(self, item: T) -> bool:
+        """Append ``item`` if there is room; return whether it did. Never waits."""
+        items = self.items
+        if len(items) >= self._limit > 0:
+            return False
+        items.append(item)
+        listener = self.listener
+        if listener is not None:
+            listener()
+        if self._consumers:
+            self._wake_consumer()
+        return True
+
+    async def push(self, item: T, entered: Callable[[], None] | None = None) -> None:
+        """Append ``item``, waiting in line for room while the floe is full.
+
+        ``entered`` is called in the very step in which the item enters the floe (before any
+        consumer can take it), for bookkeeping that must not lag behind: a trace's count.
+
+        On cancel: an item that has not entered is withdrawn, and ``CancelledError``
+        propagates; one that entered stays (it is delivered), and ``CancelledError`` still
+        propagates.
+        """
+        if self.try_push(item):
+            if entered is not None:
+                entered()
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        producer = _Producer(future, item, entered)
+        self._producers.append(producer)
+        try:
+            await future
+        except BaseException:
+            if not future.done() or future.cancelled():
+                future.cancel()
+                with contextlib.suppress(ValueError):
+                    self._producers.remove(producer)
+            raise
+
+    def pop_nowait(self) -> T:
+        """Take the oldest item without waiting.
+
+        Raises:
+            asyncio.QueueEmpty: the floe is empty.
+        """
+        items = self.items
+        if not items:
+            raise asyncio.QueueEmpty
+        item = items.popleft()
+        if self._producers:
+            self._admit_producers()
+        return item
+
+    async def pop(self) -> T:
+        """Take the oldest item, waiting in line for one.
+
+        Cancellation-safe: an item is either returned or stays queued.
+        """
+        while not self.items:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._consumers.append(future)
+            try:
+                await future
+            except BaseException:
+                future.cancel()
+                with contextlib.suppress(ValueError):
+                    self._consumers.remove(future)
+                if self.items and future.done() and not future.cancelled():
+                    self._wake_consumer()  # pass on the wake-up this consumer received
+                raise
+        return self.pop_nowait()
+
+    def remove_where(self, predicate: Callable[[T], bool]) -> list[T]:
+        """Remove and return every queued item for which ``predicate`` is true.
+
+        The rest keep their order; waiting producers move into the freed slots, in order.
+        """
+        removed = [item for item in self.items if predicate(item)]
+        if removed:
+            kept = [item for item in self.items if not predicate(item)]
+            self.items.clear()  # in place: readers hold the deque for depth reads
+            self.items.extend(kept)
+            self._admit_producers()
+        return removed
+
+    def clear(self) -> list[T]:
+        """Remove and return every queued item; waiting producers then move in, in order."""
+        removed = list(self.items)
+        self.items.clear()
+        self._admit_producers()
+        return removed
+
+    def put_back(self, items: list[T]) -> None:
+        """Append items taken from elsewhere in this flow, even past the size limit.
+
+        For items already counted and accepted once (results moved between a caller's inbox
+        and the shared results floe), which must not be refused or wait: the floe may then
+        hold more than its limit until consumers catch up; producers wait meanwhile.
+        """
+        if items:
+            self.items.extend(items)
+            for _ in items:
+                self._wake_consumer()
+
+    def fail_consumers(self, exc: BaseException) -> None:
+        """Make every consumer waiting in ``pop`` raise ``exc``."""
+        consumers, self._consumers = self._consumers, deque()
+        for future in consumers:
+            if not future.done():
+                future.set_exception(exc)
 
     def listen(self, signal: ReadySignal | None) -> None:
-        """Have every put on this floe wake ``signal``'s waiters (None: stop notifying)."""
-        self.queue.listener = None if signal is None else functools.partial(signal.notify, self)
+        """Have every push onto this floe wake ``signal``'s waiters (None: stop notifying)."""
+        self.listener = None if signal is None else functools.partial(signal.notify, self)
+
+    def statistics(self) -> FloeStatistics:
+        """Return a snapshot of the floe's state."""
+        return FloeStatistics(
+            current_items=len(self.items),
+            max_items=self._limit,
+            waiting_producers=sum(1 for p in self._producers if not p.future.done()),
+            waiting_consumers=sum(1 for f in self._consumers if not f.done()),
+        )
+
+    def _admit_producers(self) -> None:
+        """Move waiting producers' items into free slots, oldest producer first."""
+        producers = self._producers
+        while producers and self.has_room():
+            producer = producers.popleft()
+            if producer.future.done():
+                continue  # cancelled while waiting
+            self.items.append(producer.item)
+            if producer.entered is not None:
+                producer.entered()
+            producer.future.set_result(None)
+            listener = self.listener
+            if listener is not None:
+                listener()
+            if self._consumers:
+                self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        consumers = self._consumers
+        while consumers:
+            future = consumers.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+
+    # -- asyncio.Queue's calls, for the contract's ``floe.queue`` ---------------------------------
+
+    @property
+    def queue(self) -> Floe[T]:
+        """The floe itself, answering ``asyncio.Queue``'s calls (the contract's ``.queue``)."""
+        return self
+
+    def qsize(self) -> int:
+        """Return the number of queued items."""
+        return len(self.items)
+
+    def empty(self) -> bool:
+        """Return whether no item is queued."""
+        return not self.items
+
+    def full(self) -> bool:
+        """Return whether a push would wait."""
+        return not self.has_room()
+
+    def put_nowait(self, item: T) -> None:
+        """Push without waiting; pushed items are not counted against any trace.
+
+        Raises:
+            asyncio.QueueFull: the floe is full.
+        """
+        if not self.try_push(item):
+            raise asyncio.QueueFull
+
+    async def put(self, item: T) -> None:
+        """Push, waiting for room; see ``push``."""
+        await self.push(item)
+
+    def get_nowait(self) -> T:
+        """Take the oldest item; see ``pop_nowait``."""
+        return self.pop_nowait()
+
+    async def get(self) -> T:
+        """Take the oldest item, waiting for one; see ``pop``."""
+        return await self.pop()
 
     def __repr__(self) -> str:
         src = getattr(self.source, "name", None)
         dst = getattr(self.target, "name", None)
-        return f"<Floe {src}->{dst} {self.queue.qsize()}/{self.queue.maxsize}>"
+        return f"<Floe {src}->{dst} {len(self.items)}/{self._limit}>"

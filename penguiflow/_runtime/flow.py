@@ -1,8 +1,11 @@
 """``PenguiFlow``: a flow's public face, composed of the engine's collaborators.
 
-It owns no mechanism of its own: wiring comes from ``graph``, accounting from ``traces``,
-events from ``events``, enqueueing from ``enqueue``, routing from ``routing``, workers from
-``worker``, trace-scoped fetching from ``roundtrip`` and tasks from ``tasks``.
+It owns no mechanism of its own: ``create()`` builds the collaborators (wiring from ``graph``,
+accounting from ``traces``, events from ``events``, enqueueing from ``enqueue``, routing from
+``routing``, trace ends from ``lifecycle``, cancellation from ``cancel``, trace-scoped
+fetching from ``roundtrip``, tasks from ``tasks``), hands each one only the others it needs,
+and its public methods delegate. Workers are built by ``run()``, from the policies the nodes
+have then.
 """
 
 from __future__ import annotations
@@ -11,17 +14,19 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .._events import NODE_CANCELLED
 from ..state import SupportsTraceLifecycle
 from ..types import WM, Message, StreamChunk
 from . import constants as c
-from .cancel import cancel_trace
-from .context import Context, Target
-from .endpoints import OPEN_SEA, ROOKERY, Endpoint
+from .cancel import Canceller
+from .context import Context
+from .endpoints import OPEN_SEA, ROOKERY, Endpoint, Target
 from .enqueue import Enqueuer, Tagged
 from .events import EventSink
 from .graph import wire
-from .health import health_of, residue_of
+from .health import health_of
 from .journal import TraceJournal, flow_key
+from .lifecycle import TraceLifecycle
 from .nodes import NodeStatus
 from .roundtrip import Roundtrip
 from .routing import Router, is_control, message_output_nodes
@@ -31,7 +36,7 @@ from .traces import TraceFlags, TraceRegistry
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
 
     from ..bus import MessageBus
     from ..health import FlowHealth
@@ -39,7 +44,6 @@ if TYPE_CHECKING:
     from ..registry import ModelRegistry
     from ..state import RemoteBinding, StateStore, StoredEvent
     from .floe import Floe
-    from .traces import TraceEnd
 
 __all__ = ["PenguiFlow", "create"]
 
@@ -74,46 +78,56 @@ class PenguiFlow:
         self._state_store = state_store
         self._message_bus = message_bus
         self._nodes: list[Node] = wiring.nodes
-        self._floes: list[Floe] = wiring.floes
+        self._floes: list[Floe[Any]] = wiring.floes
+        self._middlewares: list[Any] = list(middlewares or ())
+        self._running = False
+        self._registry: ModelRegistry | None = None
+        traces = self._traces = TraceRegistry(queue_maxsize)
+        owner = self._owner = TaskOwner()
+        enqueuer = self._enqueuer = Enqueuer(traces=traces, owner=owner, bus=message_bus)
+        self._contexts: dict[Node | Endpoint, Context] = {}
         owners: list[Node | Endpoint] = [*wiring.nodes, OPEN_SEA, ROOKERY]
-        self._contexts: dict[Node | Endpoint, Context] = {
-            owner: Context(owner, self) for owner in owners
-        }
+        for each in owners:
+            ctx = self._contexts[each] = Context(each, self)
+            ctx._bind(enqueuer, traces)
         for floe in wiring.floes:
             assert floe.source is not None and floe.target is not None
             self._contexts[floe.source].add_outgoing_floe(floe)
             self._contexts[floe.target].add_incoming_floe(floe)
-        self._middlewares: list[Any] = list(middlewares or ())
-        self._traces = TraceRegistry(queue_maxsize)
-        self._journal = _journal_for(state_store, wiring.floes)
-        self._traces.journaled = self._journal is not None
-        self._events = EventSink(
-            traces=self._traces,
-            middlewares=self._middlewares,
-            store=state_store,
-            maxsize=queue_maxsize,
-        )
-        self._owner = TaskOwner()
-        rookery = self._contexts[ROOKERY]
-        self._rookery = rookery
+        rookery = self._rookery = self._contexts[ROOKERY]
         self._opensea = self._contexts[OPEN_SEA]
-        # The only Rookery floe, when there is exactly one: fetch() reads it directly.
-        self._egress = rookery._all_in[0].queue if len(rookery._all_in) == 1 else None
-        shared = queue_maxsize * max(1, len(rookery._all_in)) if queue_maxsize > 0 else 0
-        self._roundtrip = Roundtrip(rookery, shared, self._current_trace)
-        self._enqueuer = Enqueuer(
-            traces=self._traces, roundtrip=self._roundtrip, owner=self._owner, bus=message_bus
+        journal = self._journal = _journal_for(state_store, wiring.floes)
+        traces.journaled = journal is not None
+        sink = self._events = EventSink(
+            traces=traces, middlewares=self._middlewares, store=state_store, maxsize=queue_maxsize
         )
-        self._router = Router(rookery=rookery, enqueuer=self._enqueuer, traces=self._traces)
+        # The only Rookery floe, when there is exactly one: fetch() reads it directly.
+        self._egress = rookery._all_in[0] if len(rookery._all_in) == 1 else None
+        buffer = rookery._buffer
+        self._router = Router(
+            fallback=rookery._all_in[0] if rookery._all_in else buffer,
+            enqueuer=enqueuer,
+            traces=traces,
+        )
+        shared = queue_maxsize * max(1, len(rookery._all_in)) if queue_maxsize > 0 else 0
+        self._roundtrip = Roundtrip(rookery, shared, self._current_trace, enqueuer)
+        self._lifecycle = TraceLifecycle(
+            traces=traces, sink=sink, rookery=rookery, journal=journal, owner=owner
+        )
         self._node_status = {node: NodeStatus(node) for node in self._nodes}
-        self._workers = [
-            Worker(self, node, self._contexts[node], self._node_status[node], index)
-            for node in self._nodes
-            for index in range(node.policy.concurrency)
-        ]
+        self._workers: list[Worker] = []
+        """This run's workers (the last run's after ``stop()``); rebuilt by ``run()``."""
         self._worker_of: dict[asyncio.Task[Any], Worker] = {}
-        self._registry: ModelRegistry | None = None
-        self._running = False
+        self._canceller = Canceller(
+            traces=traces,
+            sink=sink,
+            opensea=self._opensea,
+            floes=(*wiring.floes, buffer),
+            roundtrip=self._roundtrip,
+            workers=self._workers,
+            owner=owner,
+            lifecycle=self._lifecycle,
+        )
 
     # -- attributes other code touches ---------------------------------------------------------
 
@@ -158,10 +172,33 @@ class PenguiFlow:
                 )
         warned = message_output_nodes(self._nodes, registry)
         self._running = True
+        self._workers[:] = self._build_workers()
         for worker in self._workers:
-            worker.warn_non_message = worker.node in warned
-            worker.task = self._owner.start_worker(worker.run(), name=worker.name)
-            self._worker_of[worker.task] = worker
+            task = worker.start(self._owner, registry, worker.node in warned)
+            self._worker_of[task] = worker
+
+    def _build_workers(self) -> list[Worker]:
+        """One worker per node and unit of its policy's concurrency, as the policies are now."""
+        workers: list[Worker] = []
+        for node in self._nodes:
+            status = self._node_status[node]
+            status.configure(node.policy.breaker)
+            workers.extend(
+                Worker(
+                    node,
+                    self._contexts[node],
+                    status,
+                    index,
+                    traces=self._traces,
+                    sink=self._events,
+                    enqueuer=self._enqueuer,
+                    router=self._router,
+                    lifecycle=self._lifecycle,
+                    errors_to_rookery=self._emit_errors_to_rookery,
+                )
+                for index in range(node.policy.concurrency)
+            )
+        return workers
 
     async def stop(self) -> None:
         """Cancel and await every task of the flow and forget all per-trace state.
@@ -178,12 +215,17 @@ class PenguiFlow:
         for worker in self._workers:
             if not worker.started:
                 # Cancelled before its first step, so it could not say so itself.
-                await self._events.emit(c.NODE_CANCELLED, worker.ctx, None)
-            worker.started = False
-            worker.task = None
-            worker.in_scope = worker.trace_cancel_requested = False
+                await self._events.emit(NODE_CANCELLED, worker.ctx, None)
+            worker.reset()
         leftovers = self._roundtrip.close()
-        await drain(self, leftovers)
+        await drain(
+            self._floes,
+            self._contexts,
+            self._rookery,
+            self._rookery._buffer,
+            self._events,
+            leftovers,
+        )
         self._traces.clear()
         flush = getattr(self._state_store, "flush", None)
         if flush is not None:
@@ -200,6 +242,10 @@ class PenguiFlow:
     def _is_running(self) -> bool:
         return self._running
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a helper task that ``stop()`` cancels if it still runs (subflow watchers)."""
+        return self._owner.spawn(coro, name=name)
+
     def add_middleware(self, middleware: Any) -> None:
         """Append a middleware; it sees every event from now on."""
         self._middlewares.append(middleware)
@@ -212,11 +258,7 @@ class PenguiFlow:
             return record is not None and record.wm_hops == msg.payload.hops
         return False
 
-    def _is_new_trace(self, msg: Any) -> bool:
-        """Whether ``msg`` starts a trace the journal should record (a Message, not live)."""
-        return isinstance(msg, Message) and msg.trace_id not in self._traces.records
-
-    def _ingress(self, msg: Any, to: Target) -> tuple[Floe, ...]:
+    def _ingress(self, msg: Any, to: Target) -> tuple[Floe[Any], ...]:
         """Return the ingress floes ``msg`` goes to (none for a duplicate WM)."""
         if isinstance(msg, Message) and is_control(msg.payload) and self._is_duplicate_wm(msg):
             return ()
@@ -235,12 +277,12 @@ class PenguiFlow:
             KeyError: ``to`` names a node that is not an ingress node.
         """
         if trace_id is None:
-            fresh = self._journal is not None and self._is_new_trace(msg)
+            fresh = self._lifecycle.is_new(msg)
             floes = self._ingress(msg, to)
-            if not self._enqueuer.put_all_nowait(floes, msg):
-                await self._enqueuer.put_all(floes, msg)
-            if fresh and floes and self._journal is not None:
-                await self._journal.started(msg)
+            if not self._enqueuer.try_put(floes, msg):
+                await self._enqueuer.put(floes, msg)
+            if fresh and floes:
+                await self._lifecycle.started(msg)
             return
         if not self._running:
             raise RuntimeError(c.NOT_RUNNING)
@@ -252,17 +294,17 @@ class PenguiFlow:
         inbox = self._roundtrip.subscribe(trace_id)
         inbox.token = token
         self._roundtrip.start(self._owner)
-        sent: tuple[Floe, ...] = ()
-        fresh = self._journal is not None and self._is_new_trace(msg)
+        sent: tuple[Floe[Any], ...] = ()
+        fresh = self._lifecycle.is_new(msg)
         try:
             sent = self._ingress(msg, to)
-            if not self._enqueuer.put_all_nowait(sent, msg):
-                await self._enqueuer.put_all(sent, msg)
+            if not self._enqueuer.try_put(sent, msg):
+                await self._enqueuer.put(sent, msg)
         finally:
             if not sent and inbox.fetchers == 0:
                 self._roundtrip.unsubscribe(trace_id)
-        if fresh and sent and self._journal is not None:
-            await self._journal.started(msg)
+        if fresh and sent:
+            await self._lifecycle.started(msg)
 
     def emit_nowait(self, msg: Any, to: Target = None, *, trace_id: str | None = None) -> None:
         """Feed ``msg`` to the ingress nodes without waiting.
@@ -275,10 +317,10 @@ class PenguiFlow:
             raise RuntimeError(c.EMIT_NOWAIT_TRACE)
         if isinstance(msg, Message) and self._is_duplicate_wm(msg):
             return
-        fresh = self._journal is not None and self._is_new_trace(msg)
-        self._contexts[OPEN_SEA].emit_nowait(msg, to)
-        if fresh and self._journal is not None:
-            self._journal.start_soon(msg, self._owner)
+        fresh = self._lifecycle.is_new(msg)
+        self._opensea.emit_nowait(msg, to)
+        if fresh:
+            self._lifecycle.start_soon(msg)
 
     async def emit_chunk(
         self,
@@ -316,16 +358,14 @@ class PenguiFlow:
         elif roundtrip.active:
             if from_ is not None:
                 raise RuntimeError(c.FETCH_FROM_DISPATCH)
-            item = await roundtrip.shared.get()
-        elif from_ is None and self._egress is not None and self._egress._queue:
-            item = self._egress.get_nowait()  # the common case, without a fetch coroutine
+            item = await roundtrip.shared.pop()
+        elif from_ is None and self._egress is not None and self._egress.items:
+            item = self._egress.pop_nowait()  # the common case, without a fetch coroutine
         else:
             item = await self._rookery.fetch(from_)
         trace_id = getattr(item, "trace_id", None)
         if isinstance(trace_id, str):  # trace_of(), inlined
-            ended = self._traces.finalize(trace_id)
-            if ended is not None:
-                await self._trace_ended(trace_id, ended)
+            await self._lifecycle.release(trace_id)
         return item.item if isinstance(item, Tagged) else item
 
     async def _fetch_trace(self, trace_id: str) -> Any:
@@ -334,7 +374,7 @@ class PenguiFlow:
         roundtrip.start(self._owner)
         inbox.fetchers += 1
         try:
-            item = await inbox.queue.get()
+            item = await inbox.queue.pop()
         finally:
             inbox.fetchers -= 1
             if inbox.fetchers == 0 and roundtrip.inboxes.get(trace_id) is inbox:
@@ -361,14 +401,7 @@ class PenguiFlow:
         """
         if not self._running:
             raise RuntimeError(c.NOT_RUNNING)
-        return await cancel_trace(self, trace_id)
-
-    async def _trace_ended(self, trace_id: str, end: TraceEnd) -> None:
-        """A trace has nothing pending any more: announce a cancelled one, journal it."""
-        if end == "cancelled":
-            await self._events.emit(c.TRACE_CANCEL_FINISH, self._contexts[ROOKERY], trace_id)
-        if self._journal is not None:
-            await self._journal.ended(trace_id, end)
+        return await self._canceller.cancel(trace_id)
 
     # -- state store, bus, misc -------------------------------------------------------------------
 
@@ -467,14 +500,37 @@ class PenguiFlow:
 
         ``penguiflow.health`` states the rule for the overall status.
         """
-        return health_of(self)
+        return health_of(
+            running=self._running,
+            nodes=self._nodes,
+            workers=self._workers,
+            statuses=self._node_status,
+            floes=self._floes,
+            traces_in_flight=len(self._traces.records),
+        )
 
     def _residue(self) -> dict[str, int]:
         """Counts of everything that must be empty once the flow has stopped (for tests)."""
-        return residue_of(self)
+        journal, owner, roundtrip = self._journal, self._owner, self._roundtrip
+        return {
+            "traces": len(self._traces.records),
+            "trace_events": len(self._traces.flags),
+            "queued": sum(floe.qsize() for floe in self._floes),
+            "rookery_buffer": self._rookery._buffer.qsize(),
+            "inboxes": len(roundtrip.inboxes),
+            "shared": roundtrip.shared.qsize(),
+            "locks": len(roundtrip.locks),
+            "workers": len(owner.workers),
+            "helpers": len(owner.helpers),
+            "publishes": len(owner.publishes),
+            "external": len(owner.external),
+            "stream_counters": sum(len(ctx._stream_seqs) for ctx in self._contexts.values()),
+            "worker_index": len(self._worker_of),
+            "journal_starts": journal.pending_starts() if journal is not None else 0,
+        }
 
 
-def _journal_for(store: object, floes: Sequence[Floe]) -> TraceJournal | None:
+def _journal_for(store: object, floes: Sequence[Floe[Any]]) -> TraceJournal | None:
     """A journal when ``store`` keeps trace lifecycles, else None."""
     if isinstance(store, SupportsTraceLifecycle):
         return TraceJournal(store, flow_key(floes))

@@ -21,7 +21,7 @@ class Wiring:
 
     nodes: list[Node]
     successors: dict[Node, dict[Node, None]]
-    floes: list[Floe]
+    floes: list[Floe[Any]]
 
 
 def _check_adjacency(index: int, adjacency: Any) -> tuple[Node, Sequence[Node]]:
@@ -105,7 +105,7 @@ def wire(adjacencies: Sequence[Any], *, maxsize: int, allow_cycles: bool) -> Wir
     nodes, successors = _collect(adjacencies)
     if not allow_cycles and _has_cycle(nodes, successors):
         raise CycleError(CYCLE)
-    floes: list[Floe] = []
+    floes: list[Floe[Any]] = []
     has_parent: set[Node] = set()
     for source in nodes:
         for target in successors[source]:

@@ -1,50 +1,65 @@
-"""Reading a flow's live state: its ``FlowHealth`` snapshot, and the leak-check counts."""
+"""Reading a flow's live state into its ``FlowHealth`` snapshot."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..health import FloeHealth, FlowHealth, HealthStatus, NodeHealth
 
 if TYPE_CHECKING:
-    from .flow import PenguiFlow
+    from collections.abc import Mapping, Sequence
+
+    from ..node import Node
+    from .floe import Floe
+    from .nodes import NodeStatus
+    from .worker import Worker
 
 __all__ = ["health_of"]
 
 
-def health_of(flow: PenguiFlow) -> FlowHealth:
-    """Read every node's workers, breaker and last error and every floe's depth."""
-    nodes = []
-    for node in flow._nodes:
-        workers = [w for w in flow._workers if w.node is node]
-        alive = sum(1 for w in workers if w.task is not None and not w.task.done())
-        status = flow._node_status[node]
-        nodes.append(
+def health_of(
+    *,
+    running: bool,
+    nodes: Sequence[Node],
+    workers: Sequence[Worker],
+    statuses: Mapping[Node, NodeStatus],
+    floes: Sequence[Floe[Any]],
+    traces_in_flight: int,
+) -> FlowHealth:
+    """Read every node's workers, breaker and last error and every floe's depth.
+
+    Before the first ``run()`` a node counts the workers its policy asks for, none alive.
+    """
+    node_health = []
+    for node in nodes:
+        mine = [w for w in workers if w.node is node]
+        alive = sum(1 for w in mine if w.task is not None and not w.task.done())
+        status = statuses[node]
+        node_health.append(
             NodeHealth(
                 name=node.name or node.node_id,
-                workers=len(workers),
+                workers=len(mine) or node.policy.concurrency,
                 workers_alive=alive,
                 restarts=status.restarts,
                 breaker=status.breaker.state if status.breaker is not None else None,
                 last_error=status.last_error,
             )
         )
-    floes = tuple(
+    floe_health = tuple(
         FloeHealth(
             source=getattr(floe.source, "name", None) or "",
             target=getattr(floe.target, "name", None) or "",
-            depth=floe.queue.qsize(),
-            capacity=max(floe.queue.maxsize, 0),
+            depth=floe.qsize(),
+            capacity=floe.maxsize,
         )
-        for floe in flow._floes
+        for floe in floes
     )
-    running = flow._running
     return FlowHealth(
-        status=_status(running, nodes, floes),
+        status=_status(running, node_health, floe_health),
         running=running,
-        traces_in_flight=len(flow._traces.records),
-        nodes=tuple(nodes),
-        floes=floes,
+        traces_in_flight=traces_in_flight,
+        nodes=tuple(node_health),
+        floes=floe_health,
     )
 
 
@@ -55,24 +70,3 @@ def _status(running: bool, nodes: list[NodeHealth], floes: tuple[FloeHealth, ...
         n.breaker == "half_open" or n.restarts or n.workers_alive < n.workers for n in nodes
     ) or any(f.capacity and f.depth >= f.capacity for f in floes)
     return "degraded" if degraded else "ok"
-
-
-def residue_of(flow: PenguiFlow) -> dict[str, int]:
-    """Count everything that must be empty once a flow has stopped (the tests' leak check)."""
-    journal = flow._journal
-    return {
-        "traces": len(flow._traces.records),
-        "trace_events": len(flow._traces.flags),
-        "queued": sum(floe.queue.qsize() for floe in flow._floes),
-        "rookery_buffer": len(flow._rookery._buffer),
-        "inboxes": len(flow._roundtrip.inboxes),
-        "shared": flow._roundtrip.shared.qsize(),
-        "locks": len(flow._roundtrip.locks),
-        "workers": len(flow._owner.workers),
-        "helpers": len(flow._owner.helpers),
-        "publishes": len(flow._owner.publishes),
-        "external": len(flow._owner.external),
-        "stream_counters": sum(len(ctx._stream_seqs) for ctx in flow._contexts.values()),
-        "worker_index": len(flow._worker_of),
-        "journal_starts": len(journal._starting) if journal is not None else 0,
-    }

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["TraceJournal", "flow_key", "idempotency_key"]
 
 
-def flow_key(floes: Sequence[Floe]) -> str:
+def flow_key(floes: Sequence[Floe[Any]]) -> str:
     """A stable key for a flow's graph: the sorted edges between named nodes, hashed."""
     edges = sorted(
         f"{getattr(floe.source, 'name', '?')}->{getattr(floe.target, 'name', '?')}"
@@ -86,6 +86,10 @@ class TraceJournal:
         task = owner.spawn(self.started(message), name="penguiflow:journal")
         self._starting[trace_id] = task
         task.add_done_callback(lambda done: self._forget_start(trace_id, done))
+
+    def pending_starts(self) -> int:
+        """How many starts are still being written by a task."""
+        return len(self._starting)
 
     def _forget_start(self, trace_id: str, task: asyncio.Task[None]) -> None:
         if self._starting.get(trace_id) is task:

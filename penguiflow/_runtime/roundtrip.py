@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import TraceCancelled
 from .enqueue import Tagged, trace_of
-from .floe import FloeQueue
+from .floe import Floe
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .context import Context
+    from .enqueue import Enqueuer
     from .tasks import TaskOwner
 
 __all__ = ["KeyedLocks", "Roundtrip"]
@@ -90,7 +91,7 @@ class KeyedLocks:
 class Inbox:
     """Results routed to one subscribed trace."""
 
-    queue: FloeQueue
+    queue: Floe[Any]
     fetchers: int = 0
     token: object | None = None
 
@@ -98,19 +99,34 @@ class Inbox:
 class Roundtrip:
     """Subscriptions and the dispatcher of trace-scoped fetching."""
 
-    __slots__ = ("active", "current_trace", "dispatcher", "inboxes", "locks", "rookery", "shared")
+    __slots__ = (
+        "active",
+        "current_trace",
+        "dispatcher",
+        "enqueuer",
+        "inboxes",
+        "locks",
+        "rookery",
+        "shared",
+    )
 
     def __init__(
-        self, rookery: Context, shared_size: int, current_trace: Callable[[], str | None]
+        self,
+        rookery: Context,
+        shared_size: int,
+        current_trace: Callable[[], str | None],
+        enqueuer: Enqueuer,
     ) -> None:
         self.rookery = rookery
+        # Told to tag trace-less Rookery-bound items while trace-scoped fetching is on.
+        self.enqueuer = enqueuer
         # Which trace the calling code is working for: asked only when an item needs a tag,
         # so that the hot path keeps no per-item "current trace" state.
         self.current_trace = current_trace
         self.active = False
         self.dispatcher: asyncio.Task[None] | None = None
         self.inboxes: dict[str, Inbox] = {}
-        self.shared = FloeQueue(shared_size)
+        self.shared: Floe[Any] = Floe(None, None, maxsize=shared_size)
         self.locks = KeyedLocks()
 
     def tag(self, item: Any) -> Tagged | None:
@@ -128,26 +144,24 @@ class Roundtrip:
         """
         inbox = self.inboxes.get(trace_id)
         if inbox is None:
-            inbox = self.inboxes[trace_id] = Inbox(FloeQueue(0))
-            if self.shared.qsize():
+            inbox = self.inboxes[trace_id] = Inbox(Floe(None, None, maxsize=0))
+            if self.shared.items:
                 claimed = self.shared.remove_where(lambda item: trace_of(item) == trace_id)
-                for item in claimed:
-                    inbox.queue.put_nowait(item)
+                inbox.queue.put_back(claimed)
         return inbox
 
     def unsubscribe(self, trace_id: str) -> None:
         """Drop the inbox of ``trace_id``; what is left in it goes to the shared queue."""
         inbox = self.inboxes.pop(trace_id, None)
         if inbox is not None:
-            for item in inbox.queue.clear():
-                self.shared._queue.append(item)
-                self.shared._wakeup_next(self.shared._getters)
+            self.shared.put_back(inbox.queue.clear())
             if inbox.token is not None:
                 self.locks.release(trace_id, inbox.token)
 
     def start(self, owner: TaskOwner) -> None:
         """Start the dispatcher once."""
         self.active = True
+        self.enqueuer.tagger = self.tag
         if self.dispatcher is None or self.dispatcher.done():
             self.dispatcher = owner.spawn(self._dispatch(), name="penguiflow:dispatcher")
 
@@ -159,9 +173,9 @@ class Roundtrip:
             trace_id = trace_of(item)
             inbox = self.inboxes.get(trace_id) if trace_id is not None else None
             if inbox is not None:
-                inbox.queue.put_nowait(item)
+                inbox.queue.try_push(item)  # unbounded
             else:
-                await self.shared.put(item)
+                await self.shared.push(item)
 
     def cancel(self, trace_id: str) -> list[Any]:
         """Purge ``trace_id`` from the dispatcher queues.
@@ -177,7 +191,7 @@ class Roundtrip:
                 self.locks.release(trace_id, inbox.token)
                 inbox.token = None
             if inbox.fetchers:
-                inbox.queue.fail_getters(TraceCancelled(trace_id))
+                inbox.queue.fail_consumers(TraceCancelled(trace_id))
             else:
                 del self.inboxes[trace_id]
         return purged
@@ -186,14 +200,15 @@ class Roundtrip:
         """Stop routing: fail waiting fetches, release every lock, return undelivered items."""
         stopped = RuntimeError("PenguiFlow stopped while a fetch was waiting")
         leftovers = self.shared.clear()
-        self.shared.fail_getters(stopped)
+        self.shared.fail_consumers(stopped)
         for trace_id, inbox in self.inboxes.items():
             leftovers.extend(inbox.queue.clear())
-            inbox.queue.fail_getters(
+            inbox.queue.fail_consumers(
                 RuntimeError(f"PenguiFlow stopped while fetch(trace_id={trace_id!r}) waited")
             )
         self.inboxes.clear()
         self.locks.release_all()
         self.active = False
+        self.enqueuer.tagger = None
         self.dispatcher = None
         return leftovers

@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from ..registry import ModelRegistry
     from .context import Context
     from .enqueue import Enqueuer
+    from .floe import Floe
     from .traces import TraceRegistry
 
-__all__ = ["CONTROL_CACHE", "Router", "is_control", "message_output_nodes"]
+__all__ = ["CONTROL_CACHE", "Router", "is_control", "message_output_nodes", "warn_if_not_message"]
 
 # isinstance() against a pydantic model class is slow for non-instances (the model metaclass
 # runs its own instance check), and routing asks "is this payload a WM or a FinalAnswer?" at
@@ -67,10 +68,12 @@ def warn_if_not_message(node: Node, result: Any) -> None:
 class Router:
     """Sends results onward: to successors, back to a controller node, or to the Rookery."""
 
-    __slots__ = ("enqueuer", "rookery", "traces")
+    __slots__ = ("enqueuer", "fallback", "traces")
 
-    def __init__(self, *, rookery: Context, enqueuer: Enqueuer, traces: TraceRegistry) -> None:
-        self.rookery = rookery
+    def __init__(self, *, fallback: Floe[Any], enqueuer: Enqueuer, traces: TraceRegistry) -> None:
+        self.fallback = (fallback,)
+        """Where a delivery goes from a node with no Rookery floe: the first Rookery floe,
+        else the Rookery's buffer (spec 7.8)."""
         self.enqueuer = enqueuer
         self.traces = traces
 
@@ -114,15 +117,12 @@ class Router:
         """Deliver ``item`` to the Rookery.
 
         It goes on ``ctx``'s Rookery floe, else the first Rookery floe, else into the Rookery
-        buffer; counted and published like any enqueue.
+        buffer; counted and published like any enqueue (spec 7.8).
         """
         floe = ctx._outgoing.get(ROOKERY)
-        if floe is None and self.rookery._all_in:
-            floe = self.rookery._all_in[0]
-        if floe is None:
-            await self.enqueuer.append_buffer(self.rookery, item)
-        elif not self.enqueuer.try_put(floe, item):
-            await self.enqueuer.put(floe, item)
+        floes = self.fallback if floe is None else (floe,)
+        if not self.enqueuer.try_put(floes, item):
+            await self.enqueuer.put(floes, item)
         if isinstance(item, Message) and is_control(item.payload) and isinstance(item.payload, WM):
             record = self.traces.records.get(item.trace_id)
             if record is not None:

@@ -16,15 +16,15 @@ from ..types import Message
 
 if TYPE_CHECKING:
     from ..registry import ModelRegistry
-    from .flow import PenguiFlow
+    from .protocols import Runtime
 
 __all__ = ["PlaybookFactory", "call_playbook"]
 
-#: A zero-argument callable returning a fresh subflow and its registry.
-PlaybookFactory = Callable[[], "tuple[PenguiFlow, ModelRegistry | None]"]
+#: A zero-argument callable returning a fresh subflow (a ``PenguiFlow``) and its registry.
+PlaybookFactory = Callable[[], "tuple[Runtime, ModelRegistry | None]"]
 
 
-async def _watch(flag: asyncio.Event, flow: PenguiFlow, trace_id: str) -> None:
+async def _watch(flag: asyncio.Event, flow: Runtime, trace_id: str) -> None:
     await flag.wait()
     if flow._running:
         await flow.cancel(trace_id)
@@ -35,7 +35,7 @@ async def call_playbook(
     parent_msg: Message,
     timeout: float | None = None,  # noqa: ASYNC109 - signature fixed by the contract
     *,
-    runtime: PenguiFlow | None = None,
+    runtime: Runtime | None = None,
 ) -> Any:
     """Run ``playbook()``'s flow on ``parent_msg`` and return its first Rookery result.
 
@@ -57,8 +57,8 @@ async def call_playbook(
             flag = runtime._trace_events.get(trace_id)
             if flag is not None and flag.is_set():
                 raise TraceCancelled(trace_id)
-            flag = runtime._trace_events.setdefault(trace_id, asyncio.Event())
-            watcher = runtime._owner.spawn(
+            flag = runtime.ensure_trace_event(trace_id)
+            watcher = runtime._spawn(
                 _watch(flag, flow, trace_id), name=f"penguiflow:watch:{trace_id}"
             )
         try:

@@ -1,10 +1,21 @@
 """Per-trace bookkeeping: pending counts, cancel flags, capacity waiters.
 
-Invariant: a trace has a record exactly while it has something pending (an item queued on any
-floe, in the Rookery buffer, or being processed). The record, its cancel flag, its WM-hops mark
-and its stream counters are dropped the moment the count reaches zero, so nothing per trace
-outlives the trace. All operations are O(1) dict work except ``cancel`` purges, which the
-caller performs.
+The pending-count invariant, which every enqueue and every finished item keeps:
+
+    ``records[T].pending`` == items of trace T queued on any floe or in the Rookery buffer
+                              + items of T that a worker has taken and not yet released.
+
+- An item is counted (``count``) in the very step in which it enters a floe or the buffer,
+  never later: a consumer could otherwise take and release it first, end the trace early and
+  leave a record behind. ``Enqueuer`` is the one place that pushes and counts; a producer
+  that waits for room is counted by the floe when its item moves in (``Floe.push``'s
+  ``entered``).
+- An item leaves the count (``release``) when a worker has finished with it (whatever the
+  outcome, and only after its outputs were counted, so that a trace cannot end while a node
+  of it still routes), when ``fetch`` hands it out, or when ``cancel`` purges it.
+- A trace has a record exactly while its count is above zero: the record, its cancel flag,
+  its WM-hops mark and its stream counters are dropped the moment the count reaches zero, so
+  nothing per trace outlives the trace. All of it is O(1) dict work.
 
 Every live trace has a cancel flag (an ``asyncio.Event``) in ``flags``, the dict the flow
 exposes as ``_trace_events``; but the Event object is made only when someone reads it (see
@@ -81,8 +92,8 @@ class TraceRegistry:
                 self._add_flag(trace_id, None)  # an unread flag (see TraceFlags)
         record.pending += items
 
-    def finalize(self, trace_id: str) -> TraceEnd | None:
-        """Count one pending item of ``trace_id`` as done.
+    def release(self, trace_id: str) -> TraceEnd | None:
+        """Count one pending item of ``trace_id`` as done (see the invariant above).
 
         Returns:
             None, unless this ended the trace and someone must hear of it: ``"cancelled"``
@@ -103,7 +114,7 @@ class TraceRegistry:
         del self.records[trace_id]
         flag = dict.pop(self.flags, trace_id, None)
         if record.streams or record.on_end or record.waiters:
-            _release(record)
+            _drop_leftovers(record)
         if flag is not None and flag.is_set():
             return "cancelled"
         if self.journaled:
@@ -188,7 +199,7 @@ class TraceRegistry:
     def clear(self) -> None:
         """Forget every trace and wake every capacity waiter (used by ``stop``)."""
         for record in self.records.values():
-            _release(record)
+            _drop_leftovers(record)
         self.records.clear()
         self.flags.clear()
         self.generation += 1
@@ -277,19 +288,19 @@ class TraceFlags(dict[str, "asyncio.Event | None"]):
         self._make_all()
         return dict(dict.items(self))  # type: ignore[arg-type]
 
-    def __eq__(self, other: object) -> bool:
-        self._make_all()
-        return dict.__eq__(self, other)
-
     def __repr__(self) -> str:
-        self._make_all()
-        return f"{dict.__repr__(self)}"
+        # Placeholders show as unset flags; reading the dict for display makes no Event.
+        shown = ", ".join(
+            f"{trace_id!r}: {flag if flag is not None else '<unset>'}"
+            for trace_id, flag in dict.items(self)
+        )
+        return f"{{{shown}}}"
 
 
 _ABSENT: Any = object()
 
 
-def _release(record: TraceRecord) -> None:
+def _drop_leftovers(record: TraceRecord) -> None:
     """Drop what a finished trace left elsewhere and wake its capacity waiters."""
     if record.streams:
         for counters, stream_id in record.streams:

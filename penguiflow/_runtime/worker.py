@@ -1,34 +1,38 @@
-"""The per-node worker loop, and how one trace is cancelled without killing the worker.
+"""The per-node worker: one loop that takes an item, admits it, calls the node and routes.
 
-Design note (cancellation): node invocations run inline in the worker task (no task per
-message). To cancel the invocation of one trace, ``cancel_trace`` marks the worker and cancels
-its task; the ``CancelledError`` surfaces in the node, and the worker, seeing its mark,
-consumes that one cancellation with ``Task.uncancel()`` and carries on with its next item. A
-cancellation that is not ours (``stop()``), or that arrives together with ours, still
-propagates. The mark is set only while the worker is inside the cancellable scope (node call,
-routing, backoff) for that very trace, so a trace cancel can never land in event dispatch or
-in the fetch of the next item.
+Design note (two paths): whether a node can run *inline* is decided once per run from its
+policy: no timeout, no breaker, no validation. Then the worker's loop itself calls the node,
+pushes the commonest result (a Message of the item's own trace onto the node's only outgoing
+floe) with an inlined ``Enqueuer.try_put``, and delivers the node's two events when something
+observes them, all without a coroutine per item besides the node's own. Everything else takes
+the *general path* (``attempt.execute``): nodes with a timeout, validation or a breaker,
+messages with a deadline, items without a trace or of a cancelled trace, and an inline
+attempt that failed (its retries and error boundary). Both paths keep the same events,
+accounting and cancellation; the test suite runs with every item forced down the general
+path too (``Worker.inline_allowed``), so the two cannot drift.
 
-Design note (speed): most items are *ordinary*: the message has no deadline, its trace is not
-cancelled, the node has no timeout, no validation and no breaker. They run inline in the
-worker loop, with no coroutine per item besides the node's own: ``_serve_quiet`` while nothing
-observes events (a plain result is routed with one synchronous put that takes over the input's
-pending count), ``_serve_watched`` while something does (the node's two events are built and
-delivered inline, a lone middleware awaited directly). Everything else, and an ordinary item
-whose node raised, goes through ``_process``, the general path, where ``execution.execute``
-owns attempts, timeouts, retries and the error boundary.
+Design note (policy): a worker takes a copy of its node's policy when the flow starts, and
+keeps it until the flow stops: a policy changed (or replaced) while the flow runs takes effect
+at the next ``run()``, for every field alike (``concurrency`` and ``breaker`` included).
+
+Design note (cancellation): node invocations run in the worker task (no task per message).
+To cancel the invocation of one trace, ``cancel_trace`` marks the worker and cancels its task;
+the ``CancelledError`` surfaces in the node, and the worker, seeing its mark, consumes that
+one cancellation with ``Task.uncancel()`` and carries on with its next item. A cancellation
+that is not ours (``stop()``), or that arrives together with ours, still propagates. The mark
+is set only while the worker is inside the cancellable scope (node call, routing, backoff) for
+that very trace, so a trace cancel never lands in event dispatch or in the take of the next
+item.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..metrics import _new_event
-from ..types import FinalAnswer, Message
-from .constants import (
-    DEADLINE_EXCEEDED_TEXT,
+from .._events import (
     DEADLINE_SKIP,
     NODE_CANCELLED,
     NODE_START,
@@ -36,66 +40,105 @@ from .constants import (
     NODE_TRACE_CANCELLED,
     TRACE_CANCEL_DROP,
     WORKER_RESTARTED,
-    logger,
 )
+from ..types import FinalAnswer, Message
+from .attempt import Failed, Outcome, execute
+from .constants import DEADLINE_EXCEEDED_TEXT, logger
 from .enqueue import trace_of
-from .events import NO_EXTRA, OBSERVED, ONE_MIDDLEWARE, QUIET, middleware_failed
-from .execution import (
-    CANCELLED,
-    HANDED_OFF,
-    ROUTED,
-    Failed,
-    execute,
-    execute_with_breaker,
-    route_nowait,
-)
-from .routing import CONTROL_CACHE
-from .traces import TraceRecord
+from .events import Observers, middleware_failed
+from .floe import Floe
+from .routing import CONTROL_CACHE, warn_if_not_message
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from ..node import Node, NodePolicy
+    from ..registry import ModelRegistry
     from .context import Context
-    from .floe import FloeQueue
-    from .flow import PenguiFlow
+    from .enqueue import Enqueuer
+    from .events import EventSink
+    from .lifecycle import TraceLifecycle
     from .nodes import NodeStatus
+    from .routing import Router
+    from .tasks import TaskOwner
+    from .traces import TraceRecord, TraceRegistry
 
 __all__ = ["Worker"]
 
-_SLOW: Final = TraceRecord()
-"""``_admit``'s answer for an item that needs the general path (never a live record)."""
-_UNTRACED: Final = TraceRecord()
-"""Stands in for the record of an item without a trace on the ordinary path, so that the
-loop needs no special case: its counts balance out and nobody reads them."""
+_ONE: Final = Observers.ONE_MIDDLEWARE
+_CANCELLED: Final = Outcome.CANCELLED
+
+# Stand-ins that let the loop skip a None check: a floe that is always full, the "commonest
+# hop" when the node has no single outgoing floe (or a bus mirrors every enqueue), so that
+# its push always declines; and one that is always empty, the "single incoming floe" when the
+# node reads several, so that the loop always waits through the context.
+_NO_HOP: Final[Floe[Any]] = Floe(None, None, maxsize=1)
+_NO_HOP.items.append(None)
+_NO_INPUT: Final[Floe[Any]] = Floe(None, None, maxsize=1)
 
 
 class Worker:
     """Runs one node: takes items FIFO from its incoming floes and processes them one by one."""
 
+    inline_allowed: ClassVar[bool] = True
+    """Whether workers may use the inline path at all (tests turn it off)."""
+
     __slots__ = (
         "ctx",
-        "flow",
+        "enqueuer",
+        "errors_to_rookery",
         "in_scope",
+        "inline",
         "item",
+        "lifecycle",
         "name",
         "node",
+        "policy",
+        "registry",
+        "router",
+        "sink",
         "started",
         "status",
         "task",
+        "template",
         "trace_cancel_requested",
         "trace_id",
+        "traces",
         "warn_non_message",
     )
 
     def __init__(
-        self, flow: PenguiFlow, node: Node, ctx: Context, status: NodeStatus, index: int = 0
+        self,
+        node: Node,
+        ctx: Context,
+        status: NodeStatus,
+        index: int,
+        *,
+        traces: TraceRegistry,
+        sink: EventSink,
+        enqueuer: Enqueuer,
+        router: Router,
+        lifecycle: TraceLifecycle,
+        errors_to_rookery: bool,
     ) -> None:
-        self.flow = flow
         self.node = node
         self.ctx = ctx
         self.status = status
         """The node's shared state: breaker, last error, restarts."""
+        self.traces = traces
+        self.sink = sink
+        self.enqueuer = enqueuer
+        self.router = router
+        self.lifecycle = lifecycle
+        self.errors_to_rookery = errors_to_rookery
+        self.template = sink.template(node, ctx)
         self.name = f"penguiflow:{node.name}" + (f"#{index}" if index else "")
         """The task name: ``penguiflow:<node>``, plus ``#<n>`` for extra concurrent workers."""
+        self.policy: NodePolicy = node.policy
+        """The copy of the node's policy taken by ``start``."""
+        self.registry: ModelRegistry | None = None
+        self.inline = False
+        """Whether this run's items may take the inline path (decided by ``start``)."""
+        self.warn_non_message = False
+        """Whether the registry declares Message outputs for this node (set by ``start``)."""
         self.task: asyncio.Task[None] | None = None
         self.item: Any = None
         """The item being processed (user data), kept for fault recovery."""
@@ -106,8 +149,27 @@ class Worker:
         self.trace_cancel_requested = False
         self.started = False
         """Whether ``run`` began; a worker stopped before its first step never does."""
-        self.warn_non_message = False
-        """Whether the registry declares Message outputs for this node (set by ``run``)."""
+
+    def start(
+        self, owner: TaskOwner, registry: ModelRegistry | None, warn_non_message: bool
+    ) -> asyncio.Task[None]:
+        """Take the node's policy as it is now and start the worker's task."""
+        policy = self.policy = copy.copy(self.node.policy)
+        self.registry = registry
+        self.warn_non_message = warn_non_message
+        self.inline = (
+            Worker.inline_allowed
+            and policy.timeout_s is None
+            and policy.breaker is None
+            and (registry is None or policy.validate == "none")
+        )
+        self.task = owner.start_worker(self.run(), name=self.name)
+        return self.task
+
+    def reset(self) -> None:
+        """Forget the last run (after ``stop()`` awaited the task)."""
+        self.started = self.in_scope = self.trace_cancel_requested = False
+        self.task = self.item = self.trace_id = None
 
     def cancel_trace(self, trace_id: str) -> bool:
         """Cancel the running invocation if it serves ``trace_id``; return whether it did."""
@@ -136,313 +198,135 @@ class Worker:
                 except Exception as exc:
                     await self._recover(exc)
         except asyncio.CancelledError:
-            await self.flow._events.emit(NODE_CANCELLED, self.ctx, None)
+            await self.sink.emit(NODE_CANCELLED, self.ctx, None)
             raise
 
     async def _serve(self) -> None:
-        sink = self.flow._events
-        while True:
-            if sink.observers() == QUIET:
-                await self._serve_quiet()
-            else:
-                await self._serve_watched()
+        """The loop: take, admit, attempt inline (or hand over to the general path), release.
 
-    async def _serve_quiet(self) -> None:
-        """Serve items while nothing observes events; return once something does.
-
-        Ordinary items run inline: one attempt, no event, a plain result routed with one
-        synchronous put that hands the input's pending count over to it.
+        Design note: the node's output is counted when it is pushed, before its input is
+        released and after ``node_success``, so that the event sees both (spec 7.9) and the
+        trace cannot end while its observers run.
         """
-        flow, ctx, node = self.flow, self.ctx, self.node
-        enqueuer, router, sink = flow._enqueuer, flow._router, flow._events
-        single = self._single_in()
-        out = ctx._all_out[0].queue if len(ctx._all_out) == 1 else None
-        observed = QUIET
-        while not observed:
-            # An item already queued is taken without a fetch coroutine.
-            ready = single is not None and single._queue and not ctx._buffer
-            item = single.get_nowait() if ready else await ctx._next()  # type: ignore[union-attr]
+        ctx, func, sink = self.ctx, self.node.func, self.sink
+        single, hop = self._floes()
+        while True:
+            item = single.pop_nowait() if single.items else await ctx._next()
             self.item = item
             record = self._admit(item)
-            observed = sink.observers()
-            if record is _SLOW or observed:
+            if record is None:
                 await self._process(item)
                 continue
             trace_id = self.trace_id
-            outcome: object = None
-            routed = 0
-            record.inflight += 1
-            started = time.perf_counter()
-            self.in_scope = True
-            try:
-                result = await node.func(item, ctx)
-                if (
-                    type(result) is Message
-                    and out is not None
-                    and result.trace_id == trace_id
-                    and CONTROL_CACHE.get(type(result.payload)) is False
-                    and not 0 < out._maxsize <= len(out._queue)
-                    and enqueuer.bus is None
-                    and not self.trace_cancel_requested
-                ):
-                    # The common hop, route_nowait's handoff inlined: a plain Message of the
-                    # same trace onto the node's one outgoing floe, which has room.
-                    out.push(result)
-                    routed = HANDED_OFF
-                else:
-                    routed = (
-                        ROUTED if result is None else route_nowait(self, enqueuer, result, record)
-                    )
-                if not routed:
-                    await router.route(node, ctx, item, result)
-            except asyncio.CancelledError as error:
-                outcome = self._cancelled(error)
-            except Exception as exc:
-                outcome = Failed(exc, started)
-            finally:
-                self.in_scope = False
-                record.inflight -= 1
-            if outcome is not None or self.trace_cancel_requested:
-                await self._settle(item, trace_id, outcome)
-            self.trace_id = self.item = None
-            # After a handoff the output carries the input's pending count: nothing to finalize.
-            if routed != HANDED_OFF and trace_id is not None and self._release(record):
-                await self._finish(trace_id)
-
-    async def _serve_watched(self) -> None:
-        """Serve items while events are observed; return once nothing observes them.
-
-        Ordinary items of a trace run inline with their ``node_start`` and ``node_success``.
-        With one middleware and nothing else observing, each event goes straight to it;
-        otherwise ``EventSink.deliver`` logs, stores and dispatches it.
-
-        Design note: a node's output is counted before its input is released, after
-        ``node_success``, so that the event sees both (spec 7.9) and the trace cannot end
-        while its observers run.
-        """
-        flow, ctx, node = self.flow, self.ctx, self.node
-        enqueuer, router, sink = flow._enqueuer, flow._router, flow._events
-        middlewares, flags, flag_of = sink.middlewares, flow._traces.flags, flow._traces.flag_of
-        # What every event of this node shares, and its queues' depths (one floe each way is
-        # the common case: its length is the depth).
-        name, node_id, edges, maxsize = node.name, node.node_id, len(ctx._outgoing), sink.maxsize
-        ins, outs = ctx._in_deques, ctx._out_deques
-        in0 = ins[0] if len(ins) == 1 else None
-        out0 = outs[0] if len(outs) == 1 else None
-        single = self._single_in()
-        observed = OBSERVED
-        while observed:
-            ready = single is not None and single._queue and not ctx._buffer
-            item = single.get_nowait() if ready else await ctx._next()  # type: ignore[union-attr]
-            self.item = item
-            record = self._admit(item)
-            trace_id = self.trace_id
             observed = sink.observers()
-            if record is _SLOW or trace_id is None or not observed:
-                await self._process(item)  # untraced items too: their events have no counts
-                continue
-            outcome: object = None
-            record.inflight += 1
-            try:
-                event = _new_event(
-                    NODE_START,
-                    time.time(),
-                    name,
-                    node_id,
-                    trace_id,
-                    0,
-                    0.0,
-                    len(in0) if in0 is not None else sum(map(len, ins)),
-                    len(out0) if out0 is not None else sum(map(len, outs)),
-                    edges,
-                    maxsize,
-                    record.pending,
-                    record.inflight,
-                    False,  # admitted above, so not cancelled
-                    NO_EXTRA,
-                )
-                target = middlewares[0] if observed == ONE_MIDDLEWARE else sink.deliver
+            outcome: Outcome | Failed | None = None
+            if observed and await self._observe(NODE_START, record, observed, 0.0):
+                outcome = _CANCELLED  # cancelled while observers ran: the node is not called
+            started = time.perf_counter()
+            if outcome is None:
+                record.inflight += 1
+                self.in_scope = True
                 try:
-                    await target(event)
-                except Exception as error:  # only a lone middleware's: deliver keeps its own
-                    middleware_failed(target, event, error)
-                # Cancelled while observers ran? Then the node is not called.
-                flag = flag_of(trace_id) if flags.holds_events else None
-                outcome = _CANCELLED if flag is not None and flag.is_set() else None
-                started = time.perf_counter()
-                if outcome is None:
-                    self.in_scope = True
-                    try:
-                        result = await node.func(item, ctx)
-                        if not (
-                            result is None or route_nowait(self, enqueuer, result, record, True)
-                        ):
-                            await router.route(node, ctx, item, result)
-                    except asyncio.CancelledError as error:
-                        outcome = self._cancelled(error)
-                    except Exception as exc:
-                        outcome = Failed(exc, started)
-                    finally:
-                        self.in_scope = False
-                if outcome is None and not self.trace_cancel_requested:
-                    latency = (time.perf_counter() - started) * 1000.0
-                    flag = flag_of(trace_id) if flags.holds_events else None
-                    event = _new_event(
-                        NODE_SUCCESS,
-                        time.time(),
-                        name,
-                        node_id,
-                        trace_id,
-                        0,
-                        latency,
-                        len(in0) if in0 is not None else sum(map(len, ins)),
-                        len(out0) if out0 is not None else sum(map(len, outs)),
-                        edges,
-                        maxsize,
-                        record.pending,
-                        record.inflight,
-                        flag is not None and flag.is_set(),
-                        NO_EXTRA,
-                    )
-                    one = sink.observers() == ONE_MIDDLEWARE
-                    target = middlewares[0] if one else sink.deliver
-                    try:
-                        await target(event)
-                    except Exception as error:
-                        middleware_failed(target, event, error)
-            finally:
-                record.inflight -= 1
+                    result = await func(item, ctx)
+                    # inlined: Enqueuer.try_put, for the commonest hop: a plain Message of the
+                    # item's own trace onto the node's only outgoing floe, which has room.
+                    if (
+                        type(result) is Message
+                        and result.trace_id == trace_id
+                        and CONTROL_CACHE.get(type(result.payload)) is False
+                        and not self.trace_cancel_requested
+                        and hop.try_push(result)
+                    ):
+                        record.pending += 1
+                    elif result is not None:
+                        await self.route(item, result)
+                except asyncio.CancelledError as error:
+                    outcome = self._cancelled(error)
+                except Exception as exc:
+                    outcome = Failed(exc, started)
+                finally:
+                    self.in_scope = False
+                    record.inflight -= 1
             if outcome is not None or self.trace_cancel_requested:
                 await self._settle(item, trace_id, outcome)
-            self.trace_id = self.item = None
-            if self._release(record):
-                await self._finish(trace_id)
+            elif observed:
+                latency = (time.perf_counter() - started) * 1000.0
+                await self._observe(NODE_SUCCESS, record, sink.observers(), latency)
+            self.item = self.trace_id = None
+            # inlined: TraceRegistry.release, while it cannot end the trace or wake a waiter.
+            pending = record.pending - 1
+            if pending > 0 and not record.waiters:
+                record.pending = pending
+            else:
+                await self.lifecycle.release(trace_id)
 
-    def _single_in(self) -> FloeQueue | None:
-        """The queue of the node's only incoming floe, or None if it has several."""
-        floes = self.ctx._all_in
-        return floes[0].queue if len(floes) == 1 else None
+    def _floes(self) -> tuple[Floe[Any], Floe[Any]]:
+        """The loop's floes: the only incoming one, and the commonest hop's (or stand-ins)."""
+        ctx = self.ctx
+        single = ctx._all_in[0] if len(ctx._all_in) == 1 else _NO_INPUT
+        alone = len(ctx._all_out) == 1 and self.enqueuer.bus is None
+        return single, ctx._all_out[0] if alone else _NO_HOP
 
-    @staticmethod
-    def _release(record: TraceRecord) -> bool:
-        """Release one pending item of ``record`` inline when that cannot end its trace.
-
-        Returns:
-            False if done; True if the caller must call ``_finish`` instead (the item may be
-            the trace's last, or capacity waiters may need waking).
-        """
-        pending = record.pending - 1
-        if pending > 0 and not record.waiters:
-            record.pending = pending
-            return False
-        return True
-
-    def _cancelled(self, error: asyncio.CancelledError) -> object:
-        """Consume the cancellation of the current item's trace, or re-raise a real one."""
-        if not self._consume_trace_cancel():
-            raise error
-        return _CANCELLED
-
-    def _admit(self, item: Any) -> TraceRecord:
-        """Start on ``item`` and tell which path it takes.
+    def _admit(self, item: Any) -> TraceRecord | None:
+        """Start on ``item``: set its trace, and return its record if it may run inline.
 
         Returns:
-            ``_SLOW`` for the general path; else, for the ordinary path, the item's trace
-            record (``_UNTRACED`` when the item has no trace).
+            None for the general path: the node cannot run inline, the item has no trace
+            (or one nobody counted), a deadline, or a cancelled trace.
         """
-        message = isinstance(item, Message)
-        trace_id = item.trace_id if message else getattr(item, "trace_id", None)
-        if not isinstance(trace_id, str):
-            trace_id = None  # only string trace ids are counted (see enqueue.trace_of)
+        if type(item) is Message:
+            trace_id: str | None = item.trace_id
+            deadline = item.deadline_s
+        else:
+            trace_id = trace_of(item)
+            deadline = None if not isinstance(item, Message) else item.deadline_s
         self.trace_id = trace_id
-        flow = self.flow
-        policy = self.node.policy
-        if (
-            policy.timeout_s is not None
-            or policy.breaker is not None
-            or (flow._registry is not None and policy.validate != "none")
-            or (message and item.deadline_s is not None)
-        ):
-            return _SLOW
-        if trace_id is None:
-            return _UNTRACED
-        traces = flow._traces
+        if not self.inline or trace_id is None or deadline is not None:
+            return None
+        traces = self.traces
         if traces.flags.holds_events:  # else no trace has a flag that could be set
             flag = traces.flag_of(trace_id)  # raw: an unread flag is None
             if flag is not None and flag.is_set():
-                return _SLOW
-        return traces.records.get(trace_id) or _SLOW
+                return None
+        return traces.records.get(trace_id)
 
-    async def _done(self, trace_id: str | None) -> None:
-        """Count the current item as finished."""
-        self.trace_id = self.item = None
-        await self._finish(trace_id)
+    async def _observe(
+        self, kind: str, record: TraceRecord, observed: Observers, latency_ms: float
+    ) -> bool:
+        """Build and deliver ``node_start`` or ``node_success``; tell if the trace is cancelled.
 
-    async def _finish(self, trace_id: str | None) -> None:
-        """Finalize one item of ``trace_id`` and report the trace's end if it ended."""
-        if trace_id is not None:
-            ended = self.flow._traces.finalize(trace_id)
-            if ended is not None:
-                await self.flow._trace_ended(trace_id, ended)
-
-    async def _settle(self, item: Any, trace_id: str | None, outcome: Any) -> None:
-        """Finish an ordinary item whose attempt did not simply succeed."""
-        if isinstance(outcome, Failed):
-            # Hand the failure to the general path: events, retries, the error boundary.
-            await self._execute(item, trace_id, failed=outcome)
-            return
-        if self.trace_cancel_requested:
-            self._consume_trace_cancel()  # the node swallowed its trace's cancellation
-        await self.flow._events.emit(NODE_TRACE_CANCELLED, self.ctx, trace_id)
-
-    async def _process(self, item: Any) -> None:
-        """The general path for one item (``_admit`` already set the trace)."""
-        flow = self.flow
+        A lone middleware gets the event directly; otherwise ``EventSink.deliver`` logs,
+        stores and dispatches it.
+        """
         trace_id = self.trace_id
-        if (
-            isinstance(item, Message)
-            and item.deadline_s is not None
-            and (time.time() > item.deadline_s)
-        ):
-            await self._skip_expired(item, trace_id)
-        elif trace_id is not None and flow._traces.is_cancelled(trace_id):
-            await flow._events.emit(TRACE_CANCEL_DROP, self.ctx, trace_id)
+        assert trace_id is not None
+        event = self.template.build(kind, trace_id, record, 0, latency_ms)
+        if observed is _ONE:
+            middleware = self.sink.middlewares[0]
+            try:
+                await middleware(event)
+            except Exception as error:
+                middleware_failed(middleware, event, error)
         else:
-            await self._execute(item, trace_id)
-        await self._done(trace_id)
+            await self.sink.deliver(event)
+        return self.traces.is_cancelled(trace_id)
 
-    async def _execute(
-        self,
-        item: Any,
-        trace_id: str | None,
-        *,
-        failed: Failed | None = None,
-    ) -> None:
-        """Run ``execute`` within the trace-cancel scope, counting the invocation in flight."""
-        record = self.flow._traces.records.get(trace_id) if trace_id is not None else None
-        if record is not None:
-            record.inflight += 1
-        try:
-            if self.status.breaker is not None and failed is None:
-                outcome = await execute_with_breaker(self, item, trace_id)
-            else:
-                outcome = await execute(self, item, trace_id, failed=failed)
-            cancelled = outcome == CANCELLED
-        except asyncio.CancelledError:
-            if not self._consume_trace_cancel():
-                raise
-            cancelled = True
-        finally:
-            if record is not None:
-                record.inflight -= 1
+    async def route(self, item: Any, result: Any) -> None:
+        """Route the node's result for ``item`` (see ``Router.route``), unless cancelled."""
         if self.trace_cancel_requested:
-            # The node swallowed the CancelledError meant for its trace.
-            self._consume_trace_cancel()
-            cancelled = True
-        if cancelled:
-            await self.flow._events.emit(NODE_TRACE_CANCELLED, self.ctx, trace_id)
+            return  # the node swallowed its trace's cancellation: its result is dropped
+        if self.warn_non_message and not isinstance(result, Message):
+            warn_if_not_message(self.node, result)
+        await self.router.route(self.node, self.ctx, item, result)
 
-    def _consume_trace_cancel(self) -> bool:
+    def _cancelled(self, error: asyncio.CancelledError) -> Outcome:
+        """Consume the cancellation of the current item's trace, or re-raise a real one."""
+        if not self.consume_trace_cancel():
+            raise error
+        return _CANCELLED
+
+    def consume_trace_cancel(self) -> bool:
+        """Take back our own trace cancellation; False if none was requested or more came."""
         if not self.trace_cancel_requested:
             return False
         self.trace_cancel_requested = False
@@ -451,15 +335,59 @@ class Worker:
         # Anything left after removing our own request is a real cancellation (stop()).
         return task.uncancel() == 0
 
+    async def _settle(
+        self, item: Any, trace_id: str | None, outcome: Outcome | Failed | None
+    ) -> None:
+        """Finish an inline item whose attempt did not simply succeed."""
+        if isinstance(outcome, Failed):
+            # The general path takes over: events, retries, the error boundary.
+            await self._execute(item, trace_id, failed=outcome)
+            return
+        if self.trace_cancel_requested:
+            self.consume_trace_cancel()  # the node swallowed its trace's cancellation
+        await self.sink.emit(NODE_TRACE_CANCELLED, self.ctx, trace_id)
+
+    async def _process(self, item: Any) -> None:
+        """The general path for one item (``_admit`` already set the trace)."""
+        trace_id = self.trace_id
+        if (
+            isinstance(item, Message)
+            and item.deadline_s is not None
+            and (time.time() > item.deadline_s)
+        ):
+            await self._skip_expired(item, trace_id)
+        elif trace_id is not None and self.traces.is_cancelled(trace_id):
+            await self.sink.emit(TRACE_CANCEL_DROP, self.ctx, trace_id)
+        else:
+            await self._execute(item, trace_id)
+        self.item = self.trace_id = None
+        await self.lifecycle.release(trace_id)
+
+    async def _execute(
+        self, item: Any, trace_id: str | None, *, failed: Failed | None = None
+    ) -> None:
+        """Run ``attempt.execute``; a cancel of the trace ends it with ``node_trace_cancelled``."""
+        try:
+            outcome = await execute(self, item, trace_id, failed=failed)
+        except asyncio.CancelledError:
+            if not self.consume_trace_cancel():
+                raise
+            outcome = _CANCELLED
+        if self.trace_cancel_requested:
+            # The node swallowed the CancelledError meant for its trace.
+            self.consume_trace_cancel()
+            outcome = _CANCELLED
+        if outcome is _CANCELLED:
+            await self.sink.emit(NODE_TRACE_CANCELLED, self.ctx, trace_id)
+
     async def _skip_expired(self, item: Message, trace_id: str | None) -> None:
-        flow = self.flow
-        await flow._events.emit(
+        await self.sink.emit(
             DEADLINE_SKIP, self.ctx, trace_id, extra={"deadline_s": item.deadline_s}
         )
         payload = item.payload
         if not isinstance(payload, FinalAnswer):
             payload = FinalAnswer(text=DEADLINE_EXCEEDED_TEXT)
-        await flow._router.deliver(self.ctx, item.model_copy(update={"payload": payload}))
+        await self.router.deliver(self.ctx, item.model_copy(update={"payload": payload}))
 
     async def _recover(self, exc: Exception) -> None:
         """A fault of the runtime itself (not of the node): report it and keep serving."""
@@ -473,11 +401,5 @@ class Worker:
         self.in_scope = False
         self.trace_id = None
         trace_id = trace_of(item)
-        await self.flow._events.emit(
-            WORKER_RESTARTED, self.ctx, trace_id, extra={"exception": repr(exc)}
-        )
-        await self._finish(trace_id)
-
-
-_CANCELLED: Final = object()
-"""Outcome of an ordinary attempt stopped by its trace's cancellation."""
+        await self.sink.emit(WORKER_RESTARTED, self.ctx, trace_id, extra={"exception": repr(exc)})
+        await self.lifecycle.release(trace_id)

@@ -23,7 +23,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'penguiflow[prometheus]'"
     ) from exc
 
-from .._runtime import constants as c
+from .. import _events as c
 from ..errors import FlowErrorCode
 from ._health_collector import HealthCollector
 from ._server import MetricsServer, serve_metrics

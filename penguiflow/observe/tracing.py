@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "penguiflow.observe.tracing needs opentelemetry-api: pip install 'penguiflow[otel]'"
     ) from exc
 
-from .._runtime import constants as c
+from .. import _events as c
 
 if TYPE_CHECKING:
     from contextvars import Token

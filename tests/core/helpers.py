@@ -218,7 +218,7 @@ def assert_accounted(flow: PenguiFlow) -> None:
     floes plus those a worker is processing right now (read between worker steps)."""
     expected: Counter[str] = Counter()
     for each in flow._floes:
-        for item in each.queue._queue:
+        for item in each.items:
             trace = getattr(item, "trace_id", None)
             if isinstance(trace, str):
                 expected[trace] += 1

@@ -208,11 +208,13 @@ def test_runtime_built_events_are_genuine_frozen_flow_events() -> None:
     the constructor's, frozen, with ``extra`` copied behind a read-only proxy."""
     import dataclasses
 
-    from penguiflow.metrics import _NO_EXTRA, _new_event
+    from penguiflow._events import NO_EXTRA, new_event
 
+    names = [f.name for f in dataclasses.fields(FlowEvent)][:-1]
     values = ("node_start", 1.5, "a", "id", "t", 2, 0.0, 1, 2, 3, 64, 4, 1, False)
+    fields = dict(zip(names, values, strict=True))
     source = {"k": 1}
-    built = _new_event(*values, source)
+    built = new_event(**fields, extra=source)
     assert type(built) is FlowEvent
     assert built == FlowEvent(*values, extra=source)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -224,4 +226,4 @@ def test_runtime_built_events_are_genuine_frozen_flow_events() -> None:
     with pytest.raises(TypeError):
         built.extra["k"] = 3  # type: ignore[index]
     assert dataclasses.replace(built, attempt=5).attempt == 5
-    assert _new_event(*values, _NO_EXTRA).extra == {}
+    assert new_event(**fields, extra=NO_EXTRA).extra == {}

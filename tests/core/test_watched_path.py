@@ -79,7 +79,8 @@ async def test_a_lone_middleware_sees_what_several_see() -> None:
 
 async def test_node_success_sees_input_and_output_and_the_trace_waits_for_it() -> None:
     """Spec 7.9: node_success(A) sees A's input and its output. While a middleware still
-    handles that event, the output is already fetchable but the trace is not over."""
+    handles that event, the output is already fetchable but the trace is not over. As
+    upstream, an event about a call does not count that call in ``trace_inflight``."""
     gate = Gate()
     seen: list[FlowEvent] = []
 
@@ -94,13 +95,13 @@ async def test_node_success_sees_input_and_output_and_the_trace_waits_for_it() -
         await gate.wait_entered()
         assert (await fetch(flow)).payload == "x"
         assert flow._traces.records["T"].pending == 1  # a's input, released after the event
-        assert flow._traces.records["T"].inflight == 1
+        assert flow._traces.records["T"].inflight == 0  # the call is over; only its event runs
         assert_accounted(flow)
         gate.open()
         await settled(flow)
     assert [(ev.event_type, ev.trace_pending, ev.trace_inflight) for ev in seen[:2]] == [
-        ("node_start", 1, 1),
-        ("node_success", 2, 1),
+        ("node_start", 1, 0),
+        ("node_success", 2, 0),
     ]
 
 

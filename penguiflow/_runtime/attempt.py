@@ -1,0 +1,261 @@
+"""The general path: one message through one node, attempts, timeouts, retries, the breaker.
+
+A final failure becomes a ``FlowError`` (the error boundary). Only the node call, the routing
+of its result and the backoff sleep are *trace-cancellable* (see ``worker``): they run with
+``worker.in_scope`` set. Event dispatch runs outside that scope, so a trace cancel never
+interrupts a middleware or a store write. The worker's loop keeps an inlined copy of one
+attempt for nodes that need none of this (see ``worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from .._events import NODE_ERROR, NODE_FAILED, NODE_RETRY, NODE_START, NODE_SUCCESS, NODE_TIMEOUT
+from ..errors import FlowError, FlowErrorCode
+from ..health import NodeError
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__all__ = ["Failed", "Outcome", "execute"]
+
+
+class Outcome(enum.Enum):
+    """How the handling of one message by one node ended."""
+
+    SUCCEEDED = "succeeded"
+    """The message went through the node (its result, if any, was routed)."""
+    FAILED = "failed"
+    """The message failed for good (retries exhausted, or rejected by an open breaker)."""
+    CANCELLED = "cancelled"
+    """The message's trace was cancelled before or while it ran."""
+
+
+_SUCCEEDED: Final = Outcome.SUCCEEDED
+_FAILED: Final = Outcome.FAILED
+_CANCELLED: Final = Outcome.CANCELLED
+_DEBUG: Final = logging.DEBUG
+_INFO: Final = logging.INFO
+
+
+class Failed:
+    """A failed attempt: the exception and when the attempt started (``perf_counter``)."""
+
+    __slots__ = ("error", "started")
+
+    def __init__(self, error: Exception, started: float) -> None:
+        self.error = error
+        self.started = started
+
+
+async def execute(
+    worker: Worker, item: Any, trace_id: str | None, *, failed: Failed | None = None
+) -> Outcome:
+    """Run ``item`` through the worker's node until success or final failure.
+
+    With ``failed``, the first attempt already ran (inline, in the worker's loop) and failed:
+    its failure is reported and retries carry on from there. Otherwise the node's breaker,
+    if it has one, admits the message first.
+
+    Raises:
+        asyncio.CancelledError: the worker was cancelled (by ``stop`` or a trace cancel).
+    """
+    breaker = worker.status.breaker if failed is None else None
+    if breaker is None:
+        return await _attempts(worker, item, trace_id, failed)
+    loop = asyncio.get_running_loop()
+    ticket, transition = breaker.admit(loop.time())
+    if transition is not None:
+        await _announce_breaker(worker, transition)
+    if ticket is None:
+        await _reject(worker, trace_id, breaker.retry_after(loop.time()))
+        return _FAILED
+    outcome = await _attempts(worker, item, trace_id, None)
+    if outcome is not _CANCELLED:
+        transition = breaker.record(ticket, outcome is _SUCCEEDED, loop.time())
+        if transition is not None:
+            await _announce_breaker(worker, transition)
+    return outcome
+
+
+async def _attempts(
+    worker: Worker, item: Any, trace_id: str | None, failed: Failed | None
+) -> Outcome:
+    attempt = 0
+    while True:
+        if failed is None:
+            outcome = await _attempt(worker, item, trace_id, attempt)
+            if not isinstance(outcome, Failed):
+                return outcome
+            failed = outcome
+        settled = await _after_failure(worker, trace_id, failed, attempt)
+        if settled is not None:
+            return settled
+        attempt += 1
+        failed = None
+
+
+async def _reject(worker: Worker, trace_id: str | None, retry_after: float) -> None:
+    """An open breaker rejects the message: a ``CIRCUIT_OPEN`` final failure."""
+    node, breaker = worker.node, worker.status.breaker
+    assert breaker is not None
+    rejection = FlowError(
+        trace_id=trace_id,
+        node_name=node.name,
+        node_id=node.node_id,
+        code=FlowErrorCode.CIRCUIT_OPEN,
+        message=f"Node '{node.name}' circuit is {breaker.state.replace('_', '-')}; "
+        "the call was rejected",
+        metadata={"breaker": breaker.state, "retry_after_s": retry_after},
+    )
+    await _report_failure(worker, trace_id, rejection, attempt=0, latency=0.0, exc=None)
+
+
+async def _announce_breaker(worker: Worker, transition: str) -> None:
+    breaker = worker.status.breaker
+    assert breaker is not None
+    await worker.sink.emit(transition, worker.ctx, None, extra={"state": breaker.state})
+
+
+async def _attempt(
+    worker: Worker, item: Any, trace_id: str | None, attempt: int
+) -> Outcome | Failed:
+    """Run one attempt: success, cancellation, or a ``Failed`` to handle."""
+    traces, sink, ctx = worker.traces, worker.sink, worker.ctx
+    policy = worker.policy
+    if attempt and trace_id is not None and traces.is_cancelled(trace_id):
+        return _CANCELLED  # the worker checked before the first attempt; retries check again
+    if sink.wants(_DEBUG):
+        await sink.emit(NODE_START, ctx, trace_id, attempt=attempt, latency_ms=0.0)
+        if trace_id is not None and traces.is_cancelled(trace_id):
+            return _CANCELLED  # cancelled while observers ran
+    record = traces.records.get(trace_id) if trace_id is not None else None
+    started = time.perf_counter()
+    if record is not None:
+        record.inflight += 1
+    worker.in_scope = True
+    try:
+        async with asyncio.timeout(policy.timeout_s):
+            result = await worker.node.invoke(
+                item, ctx, registry=worker.registry, validate=policy.validate
+            )
+        if result is not None:
+            await worker.route(item, result)
+    except Exception as exc:
+        return Failed(exc, started)
+    finally:
+        worker.in_scope = False
+        if record is not None:
+            record.inflight -= 1
+    if worker.trace_cancel_requested:
+        return _CANCELLED  # the node swallowed its trace's cancellation: no success
+    if sink.wants(_INFO):
+        latency = (time.perf_counter() - started) * 1000.0
+        await sink.emit(NODE_SUCCESS, ctx, trace_id, attempt=attempt, latency_ms=latency)
+    return _SUCCEEDED
+
+
+async def _after_failure(
+    worker: Worker, trace_id: str | None, failed: Failed, attempt: int
+) -> Outcome | None:
+    """Report a failed attempt, then sleep the backoff before the next one, or fail for good.
+
+    The backoff sleep is trace-cancellable.
+
+    Returns:
+        None to try again; otherwise ``execute``'s answer: ``CANCELLED`` if the trace turned
+        out to be cancelled (the node swallowed the cancellation, then raised), ``FAILED``
+        once the failure is final.
+    """
+    if worker.trace_cancel_requested:
+        return _CANCELLED
+    error = failed.error
+    latency = (time.perf_counter() - failed.started) * 1000.0
+    sink, ctx, policy = worker.sink, worker.ctx, worker.policy
+    await sink.emit(
+        NODE_TIMEOUT if isinstance(error, TimeoutError) else NODE_ERROR,
+        ctx,
+        trace_id,
+        attempt=attempt,
+        latency_ms=latency,
+        extra={"exception": repr(error)},
+        exc=error,
+    )
+    if attempt >= policy.max_retries:
+        await _fail(worker, trace_id, error, attempt, latency)
+        return _FAILED
+    delay = policy.backoff_delay(attempt + 1)
+    await sink.emit(
+        NODE_RETRY,
+        ctx,
+        trace_id,
+        attempt=attempt + 1,
+        extra={"sleep_s": delay, "exception": repr(error)},
+    )
+    worker.in_scope = True
+    try:
+        await asyncio.sleep(delay)
+    finally:
+        worker.in_scope = False
+    return None
+
+
+async def _fail(
+    worker: Worker, trace_id: str | None, error: Exception, attempt: int, latency: float
+) -> None:
+    node = worker.node
+    name = node.name
+    timeout_s = worker.policy.timeout_s
+    metadata: dict[str, Any] = {"attempt": attempt, "latency_ms": latency}
+    if isinstance(error, TimeoutError):
+        code = FlowErrorCode.NODE_TIMEOUT
+        message = f"Node '{name}' timed out after {timeout_s:.2f}s" if timeout_s else None
+        metadata["timeout_s"] = timeout_s
+    else:
+        code = FlowErrorCode.NODE_EXCEPTION
+        message = f"Node '{name}' raised {type(error).__name__}: {error}"
+        metadata["exception_repr"] = repr(error)
+    flow_error = FlowError.from_exception(
+        trace_id=trace_id,
+        node_name=name,
+        node_id=node.node_id,
+        exc=error,
+        code=code,
+        message=message,
+        metadata=metadata,
+    )
+    await _report_failure(worker, trace_id, flow_error, attempt=attempt, latency=latency, exc=error)
+
+
+async def _report_failure(
+    worker: Worker,
+    trace_id: str | None,
+    flow_error: FlowError,
+    *,
+    attempt: int,
+    latency: float,
+    exc: Exception | None,
+) -> None:
+    """Report a final failure: the error boundary.
+
+    A ``node_failed`` event, the node's last error, and the ``FlowError`` at the Rookery when
+    the flow asks for it.
+    """
+    record = worker.traces.records.get(trace_id) if trace_id is not None else None
+    if record is not None:
+        record.failed = True  # the trace will end as "failed" in a journal
+    worker.status.last_error = NodeError(
+        code=flow_error.code, message=flow_error.message, trace_id=trace_id, ts=time.time()
+    )
+    extra: dict[str, Any] = {} if exc is None else {"exception": repr(exc)}
+    extra["flow_error"] = flow_error.to_payload()
+    await worker.sink.emit(
+        NODE_FAILED, worker.ctx, trace_id, attempt=attempt, latency_ms=latency, extra=extra, exc=exc
+    )
+    if worker.errors_to_rookery and trace_id is not None:
+        await worker.router.deliver(worker.ctx, flow_error)

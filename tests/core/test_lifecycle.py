@@ -7,6 +7,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from differential import own
 
 from penguiflow.core import OPEN_SEA, ROOKERY, PenguiFlow
 from penguiflow.registry import ModelRegistry
@@ -215,7 +216,7 @@ async def test_add_middleware_appends_and_is_read_for_every_event() -> None:
         await flow.emit(make_msg("one", trace_id="t1"))
         await fetch(flow)
         flow.add_middleware(second)
-        assert flow._middlewares == [first, second]
+        assert own(flow._middlewares) == [first, second]
         await flow.emit(make_msg("two", trace_id="t2"))
         await fetch(flow)
     assert {ev.trace_id for ev in first.select("node_start")} == {"t1", "t2"}

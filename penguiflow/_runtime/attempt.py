@@ -13,16 +13,42 @@ import asyncio
 import enum
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .._events import NODE_ERROR, NODE_FAILED, NODE_RETRY, NODE_START, NODE_SUCCESS, NODE_TIMEOUT
 from ..errors import FlowError, FlowErrorCode
 from ..health import NodeError
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from ..node import Node, NodePolicy
+    from ..registry import ModelRegistry
+    from .context import Context
+    from .events import EventSink
+    from .nodes import NodeStatus
+    from .routing import Router
+    from .traces import TraceRegistry
 
-__all__ = ["Failed", "Outcome", "execute"]
+__all__ = ["Failed", "Outcome", "Runner", "execute"]
+
+
+class Runner(Protocol):
+    """What the general path needs of the worker that runs it (``Worker`` has all of it)."""
+
+    node: Node
+    ctx: Context
+    policy: NodePolicy
+    registry: ModelRegistry | None
+    status: NodeStatus
+    traces: TraceRegistry
+    sink: EventSink
+    router: Router
+    errors_to_rookery: bool
+    in_scope: bool
+    """Set while the worker is in the trace-cancellable part of processing."""
+    trace_cancel_requested: bool
+
+    async def route(self, item: Any, result: Any) -> None:
+        """Route the node's result for ``item``."""
 
 
 class Outcome(enum.Enum):
@@ -54,7 +80,7 @@ class Failed:
 
 
 async def execute(
-    worker: Worker, item: Any, trace_id: str | None, *, failed: Failed | None = None
+    worker: Runner, item: Any, trace_id: str | None, *, failed: Failed | None = None
 ) -> Outcome:
     """Run ``item`` through the worker's node until success or final failure.
 
@@ -84,7 +110,7 @@ async def execute(
 
 
 async def _attempts(
-    worker: Worker, item: Any, trace_id: str | None, failed: Failed | None
+    worker: Runner, item: Any, trace_id: str | None, failed: Failed | None
 ) -> Outcome:
     attempt = 0
     while True:
@@ -100,7 +126,7 @@ async def _attempts(
         failed = None
 
 
-async def _reject(worker: Worker, trace_id: str | None, retry_after: float) -> None:
+async def _reject(worker: Runner, trace_id: str | None, retry_after: float) -> None:
     """An open breaker rejects the message: a ``CIRCUIT_OPEN`` final failure."""
     node, breaker = worker.node, worker.status.breaker
     assert breaker is not None
@@ -116,14 +142,14 @@ async def _reject(worker: Worker, trace_id: str | None, retry_after: float) -> N
     await _report_failure(worker, trace_id, rejection, attempt=0, latency=0.0, exc=None)
 
 
-async def _announce_breaker(worker: Worker, transition: str) -> None:
+async def _announce_breaker(worker: Runner, transition: str) -> None:
     breaker = worker.status.breaker
     assert breaker is not None
     await worker.sink.emit(transition, worker.ctx, None, extra={"state": breaker.state})
 
 
 async def _attempt(
-    worker: Worker, item: Any, trace_id: str | None, attempt: int
+    worker: Runner, item: Any, trace_id: str | None, attempt: int
 ) -> Outcome | Failed:
     """Run one attempt: success, cancellation, or a ``Failed`` to handle."""
     traces, sink, ctx = worker.traces, worker.sink, worker.ctx
@@ -161,7 +187,7 @@ async def _attempt(
 
 
 async def _after_failure(
-    worker: Worker, trace_id: str | None, failed: Failed, attempt: int
+    worker: Runner, trace_id: str | None, failed: Failed, attempt: int
 ) -> Outcome | None:
     """Report a failed attempt, then sleep the backoff before the next one, or fail for good.
 
@@ -206,7 +232,7 @@ async def _after_failure(
 
 
 async def _fail(
-    worker: Worker, trace_id: str | None, error: Exception, attempt: int, latency: float
+    worker: Runner, trace_id: str | None, error: Exception, attempt: int, latency: float
 ) -> None:
     node = worker.node
     name = node.name
@@ -233,7 +259,7 @@ async def _fail(
 
 
 async def _report_failure(
-    worker: Worker,
+    worker: Runner,
     trace_id: str | None,
     flow_error: FlowError,
     *,

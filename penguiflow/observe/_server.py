@@ -31,7 +31,7 @@ import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Final, Protocol, final
 
 try:
     from prometheus_client.exposition import choose_encoder
@@ -47,10 +47,20 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import TracebackType
 
+    from prometheus_client import CollectorRegistry
+
     from ..core import PenguiFlow
-    from .prometheus import PrometheusMetrics
 
 __all__ = ["ANSWER_TIMEOUT_S", "IDLE_TIMEOUT_S", "MetricsServer", "serve_metrics"]
+
+
+class Registered(Protocol):
+    """What the server exposes at ``/metrics``: a ``PrometheusMetrics`` has it."""
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The prometheus-client registry to encode."""
+
 
 IDLE_TIMEOUT_S: Final = 60.0
 """Seconds a connection may wait for the rest of a request (or the next one) before closing."""
@@ -183,7 +193,7 @@ class MetricsServer:
         "port",
     )
 
-    def __init__(self, flow: PenguiFlow, metrics: PrometheusMetrics) -> None:
+    def __init__(self, flow: PenguiFlow, metrics: Registered) -> None:
         self._flow = flow
         self._metrics = metrics
         self._listener: socket.socket | None = None
@@ -299,7 +309,7 @@ class MetricsServer:
 
 async def serve_metrics(
     flow: PenguiFlow,
-    metrics: PrometheusMetrics,
+    metrics: Registered,
     *,
     host: str = "127.0.0.1",
     port: int = 9464,

@@ -181,7 +181,7 @@ class Roundtrip:
         """Purge ``trace_id`` from the dispatcher queues.
 
         Also fails its waiting fetch and releases its lock. Returns the purged items for the
-        caller to finalize.
+        caller to release.
         """
         purged = self.shared.remove_where(lambda item: trace_of(item) == trace_id)
         inbox = self.inboxes.get(trace_id)

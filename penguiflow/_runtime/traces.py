@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TraceEnd", "TraceFlags", "TraceRecord", "TraceRegistry"]
 
-#: How a trace ended, as reported by ``TraceRegistry.finalize``.
+#: How a trace ended, as reported by ``TraceRegistry.release``.
 TraceEnd = Literal["finished", "cancelled", "failed"]
 
 
@@ -76,7 +76,7 @@ class TraceRegistry:
         """Bumped by ``clear``, so that waiters can tell a stop from a release."""
         self.records: dict[str, TraceRecord] = {}
         self.journaled = False
-        """Whether a trace journal wants every trace's end (see ``finalize``)."""
+        """Whether a trace journal wants every trace's end (see ``release``)."""
         self.flags = TraceFlags()
         # Raw reads of ``flags`` (no placeholder turned into an Event): dict's own get, bound
         # once, since the hot path asks for every item. None means not cancelled.

@@ -248,7 +248,7 @@ class Worker:
                     self.in_scope = False
                     record.inflight -= 1
             if outcome is not None or self.trace_cancel_requested:
-                await self._settle(item, trace_id, outcome)
+                await self._unsucceeded(item, trace_id, outcome)
             elif observed:
                 latency = (time.perf_counter() - started) * 1000.0
                 await self._observe(NODE_SUCCESS, record, sink.observers(), latency)
@@ -335,7 +335,7 @@ class Worker:
         # Anything left after removing our own request is a real cancellation (stop()).
         return task.uncancel() == 0
 
-    async def _settle(
+    async def _unsucceeded(
         self, item: Any, trace_id: str | None, outcome: Outcome | Failed | None
     ) -> None:
         """Finish an inline item whose attempt did not simply succeed."""

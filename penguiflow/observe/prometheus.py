@@ -23,7 +23,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'penguiflow[prometheus]'"
     ) from exc
 
-from .. import _events as c
+from .. import _events as events
 from ..errors import FlowErrorCode
 from ._health_collector import HealthCollector
 from ._server import MetricsServer, serve_metrics
@@ -58,9 +58,9 @@ DEFAULT_LATENCY_BUCKETS: Final[tuple[float, ...]] = (
 """Latency buckets in seconds: from in-memory steps to multi-minute model or tool calls."""
 
 _BREAKER_STATES: Final = {
-    c.CIRCUIT_OPEN: "open",
-    c.CIRCUIT_HALF_OPEN: "half_open",
-    c.CIRCUIT_CLOSED: "closed",
+    events.CIRCUIT_OPEN: "open",
+    events.CIRCUIT_HALF_OPEN: "half_open",
+    events.CIRCUIT_CLOSED: "closed",
 }
 """Breaker transition event -> the state it enters (``health.BreakerState``)."""
 
@@ -221,20 +221,20 @@ class PrometheusMetrics:
             reg.register(HealthCollector(flow, namespace))
         self._series: dict[str, _NodeSeries] = {}
         self._handlers: dict[str, Callable[[FlowEvent], None]] = {
-            c.NODE_SUCCESS: self._on_success,
-            c.NODE_ERROR: self._on_error,
-            c.NODE_TIMEOUT: self._on_timeout,
-            c.NODE_RETRY: self._on_retry,
-            c.NODE_FAILED: self._on_failed,
-            c.NODE_TRACE_CANCELLED: self._on_trace_cancelled,
-            c.TRACE_CANCEL_START: self._on_cancel_start,
-            c.TRACE_CANCEL_DROP: self._on_cancel_drop,
-            c.DEADLINE_SKIP: self._on_deadline_skip,
-            c.WORKER_RESTARTED: self._on_worker_restart,
-            c.FLOE_DRAINED: self._on_drained,
-            c.CIRCUIT_OPEN: self._on_breaker,
-            c.CIRCUIT_HALF_OPEN: self._on_breaker,
-            c.CIRCUIT_CLOSED: self._on_breaker,
+            events.NODE_SUCCESS: self._on_success,
+            events.NODE_ERROR: self._on_error,
+            events.NODE_TIMEOUT: self._on_timeout,
+            events.NODE_RETRY: self._on_retry,
+            events.NODE_FAILED: self._on_failed,
+            events.NODE_TRACE_CANCELLED: self._on_trace_cancelled,
+            events.TRACE_CANCEL_START: self._on_cancel_start,
+            events.TRACE_CANCEL_DROP: self._on_cancel_drop,
+            events.DEADLINE_SKIP: self._on_deadline_skip,
+            events.WORKER_RESTARTED: self._on_worker_restart,
+            events.FLOE_DRAINED: self._on_drained,
+            events.CIRCUIT_OPEN: self._on_breaker,
+            events.CIRCUIT_HALF_OPEN: self._on_breaker,
+            events.CIRCUIT_CLOSED: self._on_breaker,
         }
 
     async def __call__(self, event: FlowEvent) -> None:

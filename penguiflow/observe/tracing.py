@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "penguiflow.observe.tracing needs opentelemetry-api: pip install 'penguiflow[otel]'"
     ) from exc
 
-from .. import _events as c
+from .. import _events as events
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -44,15 +44,15 @@ SPAN_PREFIX: Final = "penguiflow.node "
 """Spans are named ``f"penguiflow.node {node_name}"``."""
 
 _ATTEMPT_ENDS: Final = {
-    c.NODE_SUCCESS: "success",
-    c.NODE_ERROR: "error",
-    c.NODE_TIMEOUT: "timeout",
+    events.NODE_SUCCESS: "success",
+    events.NODE_ERROR: "error",
+    events.NODE_TIMEOUT: "timeout",
 }
 """Events that end the span of their very attempt, and the outcome they record."""
 
 _LATE_ENDS: Final = {
-    c.NODE_TRACE_CANCELLED: "cancelled",
-    c.NODE_FAILED: "error",
+    events.NODE_TRACE_CANCELLED: "cancelled",
+    events.NODE_FAILED: "error",
 }
 """Events that end a span still open for their trace and node, whatever its attempt (a trace
 cancel is reported with attempt 0; a final failure normally finds its span already ended)."""
@@ -112,7 +112,7 @@ class OpenTelemetryTracing:
         if self._stale:
             self._detach_stale()
         kind = event.event_type
-        if kind == c.NODE_START:
+        if kind == events.NODE_START:
             self._start(event)
             return
         outcome = _ATTEMPT_ENDS.get(kind)
@@ -122,7 +122,7 @@ class OpenTelemetryTracing:
         outcome = _LATE_ENDS.get(kind)
         if outcome is not None:
             self._end(event, outcome, exact=False)
-        elif kind == c.NODE_CANCELLED:
+        elif kind == events.NODE_CANCELLED:
             self._end_stopped(event)
 
     def close(self) -> None:

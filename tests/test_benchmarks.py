@@ -78,3 +78,51 @@ async def test_compare_runs_two_copies_of_the_runtime_side_by_side(chain: Any) -
             sys.modules.pop("compare", None)
     assert set(measured) == {"floor", "base", "other"}
     assert all(rate > 0 for rate in measured.values())
+
+
+@pytest.fixture
+def fairness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``benchmarks/fairness.py``, imported by bare name as the scripts import each other."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import fairness as module
+
+    yield module
+    for name in ("fairness", "_common"):
+        sys.modules.pop(name, None)
+
+
+async def test_fairness_prints_every_figure_for_both_sides_and_every_producer_emitted(
+    fairness: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = await fairness.main(messages=600, producers=30, maxsize=4)
+    for side in ("flow", "floor"):
+        figures = results[side]
+        assert figures["total"] == 600, side
+        assert figures["min"] <= figures["median"] <= figures["max"], side
+        assert figures["max_over_fair"] == figures["max"] / 20, side
+        assert figures["min_over_fair"] == figures["min"] / 20, side
+        assert figures["msgs_per_s"] > 0, side
+    assert results["flow"]["never"] == 0
+    assert results["flow"]["min"] >= 1
+
+    fairness.report(results)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(
+        "fairness: 30 producers emitting into one full floe of size 4, 600 messages -- python "
+    )
+    assert lines[1] == "  fair share: 20.0 emits per producer"
+    assert lines[2].split() == ["PenguiFlow", "asyncio.Queue"]
+    rows = fairness.rows(results)
+    assert [label for label, _, _ in rows] == [
+        "emits per producer, min",
+        "emits per producer, median",
+        "emits per producer, max",
+        "producers that never emitted",
+        "max / fair share",
+        "min / fair share",
+        "throughput",
+    ]
+    assert len(lines) == 3 + len(rows)
+    for line, (label, flow, floor) in zip(lines[3:], rows, strict=True):
+        assert line.split() == [*label.split(), *flow.split(), *floor.split()]
+    assert rows[3][1] == "0"  # the flow's producers that never emitted

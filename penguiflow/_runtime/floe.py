@@ -63,7 +63,9 @@ class ReadySignal:
     __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._waiters: list[tuple[asyncio.Future[None], Collection[Floe[Any]] | None]] = []
+        self._waiters: list[
+            tuple[asyncio.Future[Floe[Any] | None], Collection[Floe[Any]] | None]
+        ] = []
 
     def notify(self, floe: Floe[Any] | None = None) -> None:
         """Wake the longest waiting task that can take from ``floe`` (None: any waiter)."""
@@ -73,23 +75,23 @@ class ReadySignal:
                 continue
             if floe is None or interest is None or floe in interest:
                 del waiters[index]
-                fut.set_result(None)
+                fut.set_result(floe)
                 return
 
     async def wait(self, interest: Collection[Floe[Any]] | None) -> None:
         """Wait until an item may be available on one of ``interest`` (None: any floe).
 
-        On cancel: a wake-up already delivered to this waiter goes to the next one, then
-        ``CancelledError`` propagates.
+        On cancel: a wake-up already delivered to this waiter goes to the next waiter that
+        can take from the floe that caused it, then ``CancelledError`` propagates.
         """
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Floe[Any] | None] = asyncio.get_running_loop().create_future()
         entry = (fut, interest)
         self._waiters.append(entry)
         try:
             await fut
         except BaseException:
             if fut.done() and not fut.cancelled():
-                self.notify()
+                self.notify(fut.result())
             else:
                 fut.cancel()
                 with contextlib.suppress(ValueError):
@@ -125,7 +127,18 @@ class Floe(Generic[T]):
         listener: Called after every push (see ``ReadySignal``); set through ``listen``.
     """
 
-    __slots__ = ("_consumers", "_limit", "_producers", "items", "listener", "source", "target")
+    __slots__ = (
+        "_consumers",
+        "_failure",
+        "_failures",
+        "_limit",
+        "_producers",
+        "_resuming",
+        "items",
+        "listener",
+        "source",
+        "target",
+    )
 
     def __init__(
         self, source: Node | Endpoint | None, target: Node | Endpoint | None, *, maxsize: int
@@ -137,7 +150,14 @@ class Floe(Generic[T]):
         # room while ``len(items) < limit or not limit``.
         self._limit = max(maxsize, 0)
         self._producers: deque[_Producer] = deque()
+        # Producers whose item moved in but who have not resumed yet. While there are any,
+        # a free slot is theirs to refill first: a push that did not wait in line is refused,
+        # so the first producer to resume cannot take every slot the others freed.
+        self._resuming = 0
         self._consumers: deque[asyncio.Future[None]] = deque()
+        # Bumped by fail_consumers, so that a consumer woken but not yet resumed fails too.
+        self._failures = 0
+        self._failure: BaseException | None = None
         self.listener: Callable[[], None] | None = None
 
     # -- the engine's interface -----------------------------------------------------------------
@@ -148,13 +168,13 @@ class Floe(Generic[T]):
         return self._limit
 
     def has_room(self) -> bool:
-        """Return whether a push would not wait."""
-        return len(self.items) < self._limit or not self._limit
+        """Return whether a push would not wait (a free slot that no producer in line owns)."""
+        return (len(self.items) < self._limit or not self._limit) and not self._resuming
 
     def try_push(self, item: T) -> bool:
         """Append ``item`` if there is room; return whether it did. Never waits."""
         items = self.items
-        if len(items) >= self._limit > 0:
+        if len(items) >= self._limit > 0 or self._resuming:
             return False
         items.append(item)
         listener = self.listener
@@ -184,11 +204,20 @@ class Floe(Generic[T]):
         try:
             await future
         except BaseException:
-            if not future.done() or future.cancelled():
+            if future.done() and not future.cancelled():
+                self._resumed()  # admitted, then cancelled: the item stays delivered
+            else:
                 future.cancel()
                 with contextlib.suppress(ValueError):
                     self._producers.remove(producer)
             raise
+        self._resumed()
+
+    def _resumed(self) -> None:
+        """An admitted producer resumed; once all have, the line refills the free slots."""
+        self._resuming -= 1
+        if not self._resuming and self._producers:
+            self._admit_producers()
 
     def pop_nowait(self) -> T:
         """Take the oldest item without waiting.
@@ -208,8 +237,14 @@ class Floe(Generic[T]):
         """Take the oldest item, waiting in line for one.
 
         Cancellation-safe: an item is either returned or stays queued.
+
+        Raises:
+            BaseException: what ``fail_consumers`` was given while this call waited.
         """
+        failures = self._failures
         while not self.items:
+            if self._failures != failures and self._failure is not None:
+                raise self._failure
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._consumers.append(future)
             try:
@@ -256,7 +291,13 @@ class Floe(Generic[T]):
                 self._wake_consumer()
 
     def fail_consumers(self, exc: BaseException) -> None:
-        """Make every consumer waiting in ``pop`` raise ``exc``."""
+        """Make every consumer waiting in ``pop`` raise ``exc``.
+
+        That includes a consumer already woken by a push but not yet resumed, if it finds the
+        floe empty when it does.
+        """
+        self._failures += 1
+        self._failure = exc
         consumers, self._consumers = self._consumers, deque()
         for future in consumers:
             if not future.done():
@@ -277,12 +318,13 @@ class Floe(Generic[T]):
 
     def _admit_producers(self) -> None:
         """Move waiting producers' items into free slots, oldest producer first."""
-        producers = self._producers
-        while producers and self.has_room():
+        producers, items, limit = self._producers, self.items, self._limit
+        while producers and (len(items) < limit or not limit):
             producer = producers.popleft()
             if producer.future.done():
                 continue  # cancelled while waiting
-            self.items.append(producer.item)
+            self._resuming += 1
+            items.append(producer.item)
             if producer.entered is not None:
                 producer.entered()
             producer.future.set_result(None)

@@ -17,6 +17,14 @@ logger: Final = logging.getLogger(LOGGER_NAME)
 # Error texts.
 NOT_ATTACHED: Final = "Context is not attached to a running flow"
 NOT_RUNNING: Final = "PenguiFlow is not running"
+NO_NODES: Final = (
+    "PenguiFlow has no nodes, so nothing would receive what is emitted: build it from "
+    "adjacencies, e.g. create(a.to(b), b.to())"
+)
+OTHER_LOOP: Final = (
+    "PenguiFlow is running in another event loop: a flow belongs to the loop it was run() "
+    "in; stop() it there, or build a new flow for this loop"
+)
 ALREADY_RUNNING: Final = "PenguiFlow already running"
 NO_INCOMING: Final = "context has no incoming floes to fetch from"
 CYCLE: Final = "Flow contains a cycle; enable allow_cycles to bypass"

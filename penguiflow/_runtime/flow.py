@@ -71,6 +71,7 @@ class PenguiFlow:
         state_store: StateStore | None = None,
         message_bus: MessageBus | None = None,
     ) -> None:
+        _check_maxsize(queue_maxsize)
         wiring = wire(adjacencies, maxsize=queue_maxsize, allow_cycles=allow_cycles)
         self._queue_maxsize = queue_maxsize
         self._allow_cycles = allow_cycles
@@ -81,6 +82,8 @@ class PenguiFlow:
         self._floes: list[Floe[Any]] = wiring.floes
         self._middlewares: list[Any] = list(middlewares or ())
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop of the current (or last) run."""
         self._registry: ModelRegistry | None = None
         traces = self._traces = TraceRegistry(queue_maxsize)
         owner = self._owner = TaskOwner()
@@ -152,12 +155,15 @@ class PenguiFlow:
         """Start one worker per node on the running loop, synchronously.
 
         Raises:
-            RuntimeError: the flow is running already, no loop is running, or ``registry``
-                lacks a node whose policy validates.
+            RuntimeError: the flow is running already (in this loop or another one), no loop
+                is running, the flow has no nodes, or ``registry`` lacks a node whose policy
+                validates.
         """
+        loop = asyncio.get_running_loop()
         if self._running:
-            raise RuntimeError(c.ALREADY_RUNNING)
-        asyncio.get_running_loop()
+            raise RuntimeError(c.ALREADY_RUNNING if loop is self._loop else c.OTHER_LOOP)
+        if not self._nodes:
+            raise RuntimeError(c.NO_NODES)
         self._registry = registry
         if registry is not None:
             missing = sorted(
@@ -172,6 +178,7 @@ class PenguiFlow:
                 )
         warned = message_output_nodes(self._nodes, registry)
         self._running = True
+        self._loop = loop
         self._workers[:] = self._build_workers()
         for worker in self._workers:
             task = worker.start(self._owner, registry, worker.node in warned)
@@ -272,10 +279,12 @@ class PenguiFlow:
         trace's roundtrip lock is held until ``fetch(trace_id=...)`` returns.
 
         Raises:
-            RuntimeError: ``trace_id`` is given and the flow is not running.
-            TypeError: ``trace_id`` cannot be stamped on ``msg``.
+            RuntimeError: the flow is not running.
+            TypeError: ``trace_id`` is not a string, or cannot be stamped on ``msg``.
             KeyError: ``to`` names a node that is not an ingress node.
         """
+        if not self._running:
+            raise RuntimeError(c.NOT_RUNNING)
         if trace_id is None:
             fresh = self._lifecycle.is_new(msg)
             floes = self._ingress(msg, to)
@@ -284,9 +293,7 @@ class PenguiFlow:
             if fresh and floes:
                 await self._lifecycle.started(msg)
             return
-        if not self._running:
-            raise RuntimeError(c.NOT_RUNNING)
-        msg = _stamp(msg, trace_id)
+        msg = _stamp(msg, _checked_trace(trace_id, "emit"))
         token = await self._roundtrip.locks.acquire(trace_id)
         if not self._is_running():  # stop() may have run while we waited
             self._roundtrip.locks.release(trace_id, token)
@@ -311,10 +318,13 @@ class PenguiFlow:
 
         Raises:
             asyncio.QueueFull: an ingress floe is full.
-            RuntimeError: ``trace_id`` was given (use ``await emit(..., trace_id=...)``).
+            RuntimeError: ``trace_id`` was given (use ``await emit(..., trace_id=...)``), or
+                the flow is not running.
         """
         if trace_id is not None:
             raise RuntimeError(c.EMIT_NOWAIT_TRACE)
+        if not self._running:
+            raise RuntimeError(c.NOT_RUNNING)
         if isinstance(msg, Message) and self._is_duplicate_wm(msg):
             return
         fresh = self._lifecycle.is_new(msg)
@@ -346,15 +356,19 @@ class PenguiFlow:
         With ``trace_id``, wait for the next item of that trace only.
 
         Raises:
-            RuntimeError: ``trace_id`` combined with ``from_``; ``from_`` once trace-scoped
-                fetching is on; or the flow stopped while a trace-scoped fetch waited.
+            RuntimeError: the flow is not running (or runs in another loop); ``trace_id``
+                combined with ``from_``; ``from_`` once trace-scoped fetching is on; or the
+                flow stopped while a trace-scoped fetch waited.
+            TypeError: ``trace_id`` is not a string.
             TraceCancelled: the trace was cancelled while a trace-scoped fetch waited.
         """
+        if not self._running:
+            raise RuntimeError(c.NOT_RUNNING)
         roundtrip = self._roundtrip
         if trace_id is not None:
             if from_ is not None:
                 raise RuntimeError(c.FETCH_TRACE_FROM)
-            item = await self._fetch_trace(trace_id)
+            item = await self._fetch_trace(_checked_trace(trace_id, "fetch"))
         elif roundtrip.active:
             if from_ is not None:
                 raise RuntimeError(c.FETCH_FROM_DISPATCH)
@@ -362,6 +376,8 @@ class PenguiFlow:
         elif from_ is None and self._egress is not None and self._egress.items:
             item = self._egress.pop_nowait()  # the common case, without a fetch coroutine
         else:
+            if asyncio.get_running_loop() is not self._loop:
+                raise RuntimeError(c.OTHER_LOOP)
             item = await self._rookery.fetch(from_)
         trace_id = getattr(item, "trace_id", None)
         if isinstance(trace_id, str):  # trace_of(), inlined
@@ -535,6 +551,24 @@ def _journal_for(store: object, floes: Sequence[Floe[Any]]) -> TraceJournal | No
     if isinstance(store, SupportsTraceLifecycle):
         return TraceJournal(store, flow_key(floes))
     return None
+
+
+def _check_maxsize(queue_maxsize: object) -> None:
+    if isinstance(queue_maxsize, bool) or not isinstance(queue_maxsize, int):
+        raise TypeError(
+            f"queue_maxsize must be an int (0 for unbounded floes), got "
+            f"{type(queue_maxsize).__name__} {queue_maxsize!r}"
+        )
+    if queue_maxsize < 0:
+        raise ValueError(f"queue_maxsize must be >= 0 (0 for unbounded), got {queue_maxsize}")
+
+
+def _checked_trace(trace_id: object, call: str) -> str:
+    if not isinstance(trace_id, str):
+        raise TypeError(
+            f"{call}(trace_id=...) takes a str, got {type(trace_id).__name__} {trace_id!r}"
+        )
+    return trace_id
 
 
 def _stamp(msg: Any, trace_id: str) -> Any:

@@ -67,13 +67,18 @@ class TaskOwner:
             task.cancel()
 
     async def shutdown(self) -> None:
-        """Cancel workers, helpers and user tasks, let publishes finish, and await them all."""
+        """Cancel workers, helpers and user tasks, let publishes finish, and await them all.
+
+        Tasks of a loop that is closed already (the flow ran in an earlier ``asyncio.run``)
+        ended with it: they are forgotten, not awaited.
+        """
         cancelled: list[asyncio.Task[Any]] = [*self.workers, *self.helpers]
         for tasks in self.external.values():
             cancelled.extend(tasks)
+        cancelled = [task for task in cancelled if not task.get_loop().is_closed()]
         for task in cancelled:
             task.cancel()
-        pending = cancelled + list(self.publishes)
+        pending = cancelled + [t for t in self.publishes if not t.get_loop().is_closed()]
         if pending:
             await asyncio.wait(pending)
         for task in cancelled:

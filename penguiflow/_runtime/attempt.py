@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .routing import Router
     from .traces import TraceRegistry
 
-__all__ = ["Failed", "Outcome", "Runner", "execute"]
+__all__ = ["Failed", "Outcome", "Runner", "execute", "is_stray"]
 
 
 class Runner(Protocol):
@@ -43,6 +43,7 @@ class Runner(Protocol):
     sink: EventSink
     router: Router
     errors_to_rookery: bool
+    task: asyncio.Task[None] | None
     in_scope: bool
     """Set while the worker is in the trace-cancellable part of processing."""
     trace_cancel_requested: bool
@@ -70,13 +71,32 @@ _INFO: Final = logging.INFO
 
 
 class Failed:
-    """A failed attempt: the exception and when the attempt started (``perf_counter``)."""
+    """A failed attempt: the exception and when the attempt started (``perf_counter``).
+
+    The exception is the node's; a ``CancelledError`` among them is a stray one (see
+    ``is_stray``).
+    """
 
     __slots__ = ("error", "started")
 
-    def __init__(self, error: Exception, started: float) -> None:
+    def __init__(self, error: BaseException, started: float) -> None:
         self.error = error
         self.started = started
+
+
+def is_stray(worker: Runner) -> bool:
+    """Whether a ``CancelledError`` the node let escape is the node's own error.
+
+    It is when nobody cancelled the worker: not its trace (the worker's mark, see
+    ``Worker.consume_trace_cancel``) and not its task (``stop()``, seen in
+    ``Task.cancelling``). Then the node awaited something cancelled elsewhere (a task it
+    shares with another caller, say), and the cancellation is a failure of the node like any
+    exception: retried per policy, then a ``FlowError``. The worker lives on.
+    """
+    if worker.trace_cancel_requested:
+        return False
+    task = worker.task
+    return task is not None and task.cancelling() == 0
 
 
 async def execute(
@@ -172,6 +192,10 @@ async def _attempt(
             )
         if result is not None:
             await worker.route(item, result)
+    except asyncio.CancelledError as error:
+        if not is_stray(worker):
+            raise
+        return Failed(error, started)
     except Exception as exc:
         return Failed(exc, started)
     finally:
@@ -232,7 +256,7 @@ async def _after_failure(
 
 
 async def _fail(
-    worker: Runner, trace_id: str | None, error: Exception, attempt: int, latency: float
+    worker: Runner, trace_id: str | None, error: BaseException, attempt: int, latency: float
 ) -> None:
     node = worker.node
     name = node.name
@@ -265,7 +289,7 @@ async def _report_failure(
     *,
     attempt: int,
     latency: float,
-    exc: Exception | None,
+    exc: BaseException | None,
 ) -> None:
     """Report a final failure: the error boundary.
 

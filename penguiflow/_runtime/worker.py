@@ -22,7 +22,8 @@ one cancellation with ``Task.uncancel()`` and carries on with its next item. A c
 that is not ours (``stop()``), or that arrives together with ours, still propagates. The mark
 is set only while the worker is inside the cancellable scope (node call, routing, backoff) for
 that very trace, so a trace cancel never lands in event dispatch or in the take of the next
-item.
+item. A ``CancelledError`` that nobody sent the worker (neither mark nor ``Task.cancelling``:
+the node awaited a task cancelled elsewhere) is the node's failure (``attempt.is_stray``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .._events import (
     WORKER_RESTARTED,
 )
 from ..types import FinalAnswer, Message
-from .attempt import Failed, Outcome, execute
+from .attempt import Failed, Outcome, execute, is_stray
 from .constants import DEADLINE_EXCEEDED_TEXT, logger
 from .enqueue import trace_of
 from .events import Observers, middleware_failed
@@ -241,7 +242,7 @@ class Worker:
                     elif result is not None:
                         await self.route(item, result)
                 except asyncio.CancelledError as error:
-                    outcome = self._cancelled(error)
+                    outcome = self._cancelled(error, started)
                 except Exception as exc:
                     outcome = Failed(exc, started)
                 finally:
@@ -319,8 +320,13 @@ class Worker:
             warn_if_not_message(self.node, result)
         await self.router.route(self.node, self.ctx, item, result)
 
-    def _cancelled(self, error: asyncio.CancelledError) -> Outcome:
-        """Consume the cancellation of the current item's trace, or re-raise a real one."""
+    def _cancelled(self, error: asyncio.CancelledError, started: float) -> Outcome | Failed:
+        """Consume the cancellation of the current item's trace, or re-raise a real one.
+
+        A stray one (``attempt.is_stray``) is the node's failure, handed to the general path.
+        """
+        if is_stray(self):
+            return Failed(error, started)
         if not self.consume_trace_cancel():
             raise error
         return _CANCELLED

@@ -106,6 +106,7 @@ class PenguiFlow:
         )
         # The only Rookery floe, when there is exactly one: fetch() reads it directly.
         self._egress = rookery._all_in[0] if len(rookery._all_in) == 1 else None
+        self._inner_floes = [floe for floe in wiring.floes if floe.target is not ROOKERY]
         buffer = rookery._buffer
         self._router = Router(
             fallback=rookery._all_in[0] if rookery._all_in else buffer,
@@ -210,9 +211,10 @@ class PenguiFlow:
     async def stop(self) -> None:
         """Cancel and await every task of the flow and forget all per-trace state.
 
-        Items still queued are discarded, with a ``floe_drained`` event per floe. Waiting
-        ``fetch(trace_id=...)`` calls raise ``RuntimeError``; capacity waiters are woken.
-        No-op when not running.
+        Items still queued for a node are discarded, with a ``floe_drained`` event per floe;
+        results already at the Rookery are kept, and ``fetch`` returns them after the next
+        ``run()``. Waiting ``fetch(trace_id=...)`` calls raise ``RuntimeError``; capacity
+        waiters are woken. No-op when not running.
         """
         if not self._running:
             return
@@ -224,15 +226,10 @@ class PenguiFlow:
                 # Cancelled before its first step, so it could not say so itself.
                 await self._events.emit(NODE_CANCELLED, worker.ctx, None)
             worker.reset()
-        leftovers = self._roundtrip.close()
-        await drain(
-            self._floes,
-            self._contexts,
-            self._rookery,
-            self._rookery._buffer,
-            self._events,
-            leftovers,
-        )
+        # Results wait at the Rookery for the next run; what the dispatcher had sorted out
+        # goes back there too. They are no longer counted: their traces end with this run.
+        self._rookery._buffer.put_back(self._roundtrip.close())
+        await drain(self._inner_floes, self._contexts, self._events)
         self._traces.clear()
         flush = getattr(self._state_store, "flush", None)
         if flush is not None:
@@ -373,7 +370,12 @@ class PenguiFlow:
             if from_ is not None:
                 raise RuntimeError(c.FETCH_FROM_DISPATCH)
             item = await roundtrip.shared.pop()
-        elif from_ is None and self._egress is not None and self._egress.items:
+        elif (
+            from_ is None
+            and self._egress is not None
+            and self._egress.items
+            and not self._rookery._buffer.items
+        ):
             item = self._egress.pop_nowait()  # the common case, without a fetch coroutine
         else:
             if asyncio.get_running_loop() is not self._loop:
@@ -472,6 +474,19 @@ class PenguiFlow:
             owner=node,
         )
 
+    async def _emit_to_rookery(
+        self, message: Any, *, source: Node | Endpoint | None = None
+    ) -> None:
+        """Deliver ``message`` to the Rookery straight away, past the graph's edges.
+
+        Upstream's own examples call this from a node (``ctx.runtime._emit_to_rookery(update,
+        source=ctx.owner)``) to send a status update to the caller. It goes as a final
+        answer does (spec 7.8): on ``source``'s Rookery floe, else the first Rookery floe,
+        else the Rookery buffer; counted, tagged and published like any delivery.
+        """
+        ctx = self._contexts.get(source) if source is not None else None
+        await self._router.deliver(ctx if ctx is not None else self._rookery, message)
+
     async def recover(self) -> int:
         """Drive again every trace this flow started that its store holds as unfinished.
 
@@ -531,8 +546,7 @@ class PenguiFlow:
         return {
             "traces": len(self._traces.records),
             "trace_events": len(self._traces.flags),
-            "queued": sum(floe.qsize() for floe in self._floes),
-            "rookery_buffer": self._rookery._buffer.qsize(),
+            "queued": sum(floe.qsize() for floe in self._inner_floes),
             "inboxes": len(roundtrip.inboxes),
             "shared": roundtrip.shared.qsize(),
             "locks": len(roundtrip.locks),

@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from ..health import FlowHealth
+    from ..node import Node
     from ..registry import ModelRegistry
     from ..types import Message, StreamChunk
-    from .endpoints import Target
+    from .endpoints import Endpoint, Target
 
 __all__ = ["Runtime"]
 
@@ -74,6 +75,11 @@ class Runtime(Protocol):
 
     def health(self) -> FlowHealth:
         """Return a snapshot of the flow's health."""
+
+    async def _emit_to_rookery(
+        self, message: Any, *, source: Node | Endpoint | None = None
+    ) -> None:
+        """Deliver ``message`` to the Rookery straight away (upstream's examples use it)."""
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Start a helper task that the flow's ``stop()`` cancels if it still runs."""

@@ -1,4 +1,8 @@
-"""What ``stop()`` does after its tasks are gone: discard what is still queued, and say so."""
+"""What ``stop()`` does after its tasks are gone: discard what is still queued, and say so.
+
+Results already at the Rookery are kept for the next run (as upstream): only the floes into
+nodes are emptied.
+"""
 
 from __future__ import annotations
 
@@ -21,18 +25,12 @@ __all__ = ["drain"]
 async def drain(
     floes: Sequence[Floe[Any]],
     contexts: Mapping[Node | Endpoint, Context],
-    rookery: Context,
-    buffer: Floe[Any],
     sink: EventSink,
-    leftovers: list[Any],
 ) -> None:
-    """Empty every floe and the Rookery buffer.
+    """Empty every floe into a node, saying how many items each one dropped.
 
-    One ``floe_drained`` event per non-empty floe (at its target) counts what was dropped;
-    ``leftovers`` (items the roundtrip queues still held) and the Rookery's ``buffer`` are
-    counted in one more at the ``rookery``.
+    One ``floe_drained`` event per non-empty floe, at its target.
     """
-    leftovers.extend(buffer.clear())
     for floe in floes:
         dropped = floe.clear()
         if dropped:
@@ -43,7 +41,3 @@ async def drain(
                 None,
                 extra={"dropped": len(dropped), "source": getattr(floe.source, "name", None)},
             )
-    if leftovers:
-        await sink.emit(
-            FLOE_DRAINED, rookery, None, extra={"dropped": len(leftovers), "source": None}
-        )

@@ -30,6 +30,17 @@ async def _watch(flag: asyncio.Event, flow: Runtime, trace_id: str) -> None:
         await flow.cancel(trace_id)
 
 
+def _unpack(playbook: PlaybookFactory) -> tuple[Runtime, ModelRegistry | None]:
+    made: object = playbook()
+    if not (isinstance(made, tuple) and len(made) == 2):
+        name = getattr(playbook, "__qualname__", repr(playbook))
+        raise TypeError(
+            f"call_playbook: the playbook factory {name} must return a (flow, registry) pair "
+            f"(registry may be None), got {type(made).__name__}"
+        )
+    return made
+
+
 async def call_playbook(
     playbook: PlaybookFactory,
     parent_msg: Message,
@@ -48,7 +59,7 @@ async def call_playbook(
             cancelled while the subflow ran.
         TimeoutError: ``timeout`` elapsed first.
     """
-    flow, registry = playbook()
+    flow, registry = _unpack(playbook)
     flow.run(registry=registry)
     trace_id: str | None = getattr(parent_msg, "trace_id", None)
     watcher: asyncio.Task[None] | None = None

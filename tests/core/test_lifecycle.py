@@ -9,7 +9,7 @@ import pydantic
 import pytest
 from differential import own
 
-from penguiflow.core import OPEN_SEA, ROOKERY, PenguiFlow
+from penguiflow.core import OPEN_SEA, PenguiFlow
 from penguiflow.registry import ModelRegistry
 
 from .helpers import (
@@ -253,16 +253,45 @@ async def test_stop_drains_queued_items_with_a_floe_drained_event() -> None:
         assert rookery_empty(flow)
 
 
-async def test_stop_drains_unfetched_results() -> None:
+async def test_results_at_the_rookery_survive_stop_into_the_next_run() -> None:
+    """As upstream: ``emit``, ``stop``, ``run``, ``fetch`` returns the result. Results wait at
+    the Rookery (on its floes, or in the buffer where a trace-scoped dispatcher had sorted
+    them), no longer counted against their traces; items still queued for a node are
+    dropped with ``floe_drained``."""
     rec = Recorder()
-    a, b = node(echo, "a"), node(echo, "b")
-    flow = PenguiFlow(a.to(), b.to(), middlewares=[rec])
+    gate = Gate()
+
+    async def hold(msg: Any, ctx: Any) -> Any:
+        await gate.pass_()
+        return msg
+
+    a, b, c = node(echo, "a"), node(echo, "b"), node(hold, "c")
+    flow = PenguiFlow(a.to(), b.to(), c.to(), middlewares=[rec])
     async with running(flow):
         await flow.emit(make_msg(1, trace_id="t1"), to=a)
         await flow.emit(make_msg(2, trace_id="t2"), to=a)
         await flow.emit(make_msg(3, trace_id="t3"), to=b)
+        await flow.emit(make_msg(4, trace_id="t4"), to=c)
+        await flow.emit(make_msg(5, trace_id="t5"), to=c)
         await rec.wait_for("node_success", count=3)
-    drained = sorted(ev.extra["dropped"] for ev in rec.select("floe_drained"))
-    assert drained == [1, 2]
-    assert flow._contexts[ROOKERY].queue_depth_in() == 0
+        await gate.wait_entered()
+    drained = [ev.extra["dropped"] for ev in rec.select("floe_drained")]
+    assert drained == [1]  # t5, still queued for c
     assert flow._contexts[OPEN_SEA].queue_depth_out() == 0
+    assert flow._traces.records == {}
+    async with running(flow):
+        got = sorted([(await fetch(flow)).payload for _ in range(3)])
+        assert got == [1, 2, 3]
+        assert rookery_empty(flow)
+
+
+async def test_results_sorted_by_the_dispatcher_survive_stop_too() -> None:
+    flow = PenguiFlow(node(echo, "a").to())
+    async with running(flow):
+        await flow.emit(make_msg("mine"), trace_id="t1")
+        await flow.emit(make_msg("other"))  # goes to the shared queue: nobody fetches it
+        assert (await fetch(flow, trace_id="t1")).payload == "mine"
+        while flow._roundtrip.shared.qsize() < 1:
+            await asyncio.sleep(0)
+    async with running(flow):
+        assert (await fetch(flow)).payload == "other"

@@ -1,0 +1,53 @@
+"""Calls that upstream's own examples make, which users copy."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from penguiflow.core import PenguiFlow, call_playbook
+
+from .helpers import fetch, make_msg, node, running
+
+if TYPE_CHECKING:
+    from penguiflow.types import Message
+
+
+async def test_a_node_sends_a_status_update_straight_to_the_caller() -> None:
+    """Upstream's ``status_roadmap_flow`` calls ``ctx.runtime._emit_to_rookery(update,
+    source=ctx.owner)`` before its answer; the caller fetches the update, then the answer."""
+
+    async def plan(msg: Message, ctx: Any) -> Message:
+        update = msg.model_copy(update={"payload": "status: planning"})
+        await ctx.runtime._emit_to_rookery(update, source=ctx.owner)
+        return msg.model_copy(update={"payload": "answer"})
+
+    planner, worker = node(plan, "planner"), node(_echo, "worker")
+    flow = PenguiFlow(planner.to(worker), worker.to())
+    async with running(flow):
+        await flow.emit(make_msg("q"), trace_id="t1")
+        first = await fetch(flow, trace_id="t1")
+        second = await fetch(flow, trace_id="t1")
+    assert [first.payload, second.payload] == ["status: planning", "answer"]
+    assert first.trace_id == second.trace_id == "t1"
+
+
+async def test_emit_to_rookery_without_a_source_uses_the_first_rookery_floe() -> None:
+    flow = PenguiFlow(node(_echo, "a").to())
+    async with running(flow):
+        await flow._emit_to_rookery(make_msg("direct", trace_id="t1"))
+        assert (await fetch(flow)).payload == "direct"
+        assert flow._traces.records == {}
+
+
+async def _echo(msg: Any, ctx: Any) -> Any:
+    return msg
+
+
+async def test_a_playbook_factory_of_the_wrong_shape_is_named() -> None:
+    def bare_flow() -> Any:
+        return PenguiFlow(node(_echo, "sub").to())
+
+    with pytest.raises(TypeError, match=r"must return a \(flow, registry\) pair .* got PenguiFlow"):
+        await call_playbook(bare_flow, make_msg("x"))

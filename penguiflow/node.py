@@ -41,7 +41,9 @@ class BreakerPolicy:
     """When a node's circuit breaker opens and how it recovers (opt-in per node).
 
     The breaker counts *messages*, not attempts: a message whose retries are exhausted is one
-    failure; a cancelled message counts for nothing. Closed, it opens after ``failures``
+    failure; one whose call succeeds is a success from the moment the call returns, before its
+    result is routed (which can wait on a full floe); a cancelled message counts for nothing.
+    Closed, it opens after ``failures``
     consecutive failures, or when ``failure_ratio`` is set and at least that share of the
     last ``window`` messages failed (once ``window`` messages were seen). Open, every message
     is rejected at once with a ``FlowError`` of code ``CIRCUIT_OPEN`` and the node is not

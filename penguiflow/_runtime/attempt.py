@@ -13,20 +13,23 @@ import asyncio
 import enum
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from .._events import NODE_ERROR, NODE_FAILED, NODE_RETRY, NODE_START, NODE_SUCCESS, NODE_TIMEOUT
 from ..errors import FlowError, FlowErrorCode
 from ..health import NodeError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from ..node import Node, NodePolicy
     from ..registry import ModelRegistry
+    from .breaker import Breaker
     from .context import Context
     from .events import EventSink
     from .nodes import NodeStatus
     from .routing import Router
-    from .traces import TraceRegistry
+    from .traces import TraceRecord, TraceRegistry
 
 __all__ = ["Failed", "Outcome", "Runner", "execute", "is_stray"]
 
@@ -68,6 +71,7 @@ _FAILED: Final = Outcome.FAILED
 _CANCELLED: Final = Outcome.CANCELLED
 _DEBUG: Final = logging.DEBUG
 _INFO: Final = logging.INFO
+_T = TypeVar("_T")
 
 
 class Failed:
@@ -113,7 +117,7 @@ async def execute(
     """
     breaker = worker.status.breaker if failed is None else None
     if breaker is None:
-        return await _attempts(worker, item, trace_id, failed)
+        return await _attempts(worker, item, trace_id, failed, None)
     loop = asyncio.get_running_loop()
     ticket, transition = breaker.admit(loop.time())
     if transition is not None:
@@ -121,21 +125,52 @@ async def execute(
     if ticket is None:
         await _reject(worker, trace_id, breaker.retry_after(loop.time()))
         return _FAILED
-    outcome = await _attempts(worker, item, trace_id, None)
-    if outcome is not _CANCELLED:
-        transition = breaker.record(ticket, outcome is _SUCCEEDED, loop.time())
-        if transition is not None:
-            await _announce_breaker(worker, transition)
+    admission = _Admission(breaker, ticket)
+    outcome = await _attempts(worker, item, trace_id, None, admission)
+    if outcome is _FAILED:
+        await admission.settle(worker, ok=False)  # unless a call succeeded, routing failed
     return outcome
 
 
+class _Admission:
+    """A message the breaker let through, until the breaker learns how its call went.
+
+    Design note: the breaker hears of the message once, when a call of the node ends: success
+    as soon as an attempt's call succeeds, *before* its result is routed (routing into a full
+    floe can wait for as long as the consumer takes, and a half-open breaker would wait with
+    it, rejecting everything else); failure once retries are exhausted. A cancelled message
+    counts for nothing. A routing failure after a successful call is retried like any failed
+    attempt, but the breaker already counted the message as a success.
+    """
+
+    __slots__ = ("breaker", "ticket")
+
+    def __init__(self, breaker: Breaker, ticket: int) -> None:
+        self.breaker = breaker
+        self.ticket: int | None = ticket
+        """The breaker's ticket, until the outcome is recorded."""
+
+    async def settle(self, worker: Runner, *, ok: bool) -> None:
+        """Record the outcome (the first time only) and announce a transition it caused."""
+        ticket, self.ticket = self.ticket, None
+        if ticket is None:
+            return
+        transition = self.breaker.record(ticket, ok, asyncio.get_running_loop().time())
+        if transition is not None:
+            await _announce_breaker(worker, transition)
+
+
 async def _attempts(
-    worker: Runner, item: Any, trace_id: str | None, failed: Failed | None
+    worker: Runner,
+    item: Any,
+    trace_id: str | None,
+    failed: Failed | None,
+    admission: _Admission | None,
 ) -> Outcome:
     attempt = 0
     while True:
         if failed is None:
-            outcome = await _attempt(worker, item, trace_id, attempt)
+            outcome = await _attempt(worker, item, trace_id, attempt, admission)
             if not isinstance(outcome, Failed):
                 return outcome
             failed = outcome
@@ -169,11 +204,14 @@ async def _announce_breaker(worker: Runner, transition: str) -> None:
 
 
 async def _attempt(
-    worker: Runner, item: Any, trace_id: str | None, attempt: int
+    worker: Runner, item: Any, trace_id: str | None, attempt: int, admission: _Admission | None
 ) -> Outcome | Failed:
-    """Run one attempt: success, cancellation, or a ``Failed`` to handle."""
+    """Run one attempt: call the node, tell the breaker, route the result.
+
+    Returns:
+        ``SUCCEEDED``, ``CANCELLED``, or a ``Failed`` to handle (a failed call or routing).
+    """
     traces, sink, ctx = worker.traces, worker.sink, worker.ctx
-    policy = worker.policy
     if attempt and trace_id is not None and traces.is_cancelled(trace_id):
         return _CANCELLED  # the worker checked before the first attempt; retries check again
     if sink.wants(_DEBUG):
@@ -182,16 +220,62 @@ async def _attempt(
             return _CANCELLED  # cancelled while observers ran
     record = traces.records.get(trace_id) if trace_id is not None else None
     started = time.perf_counter()
+    called = await _in_scope(worker, record, started, _call(worker, item))
+    if isinstance(called, Failed):
+        return called
+    if worker.trace_cancel_requested:
+        return _CANCELLED  # the node swallowed its trace's cancellation: no success
+    if admission is not None:
+        await admission.settle(worker, ok=True)
+        if trace_id is not None and traces.is_cancelled(trace_id):
+            return _CANCELLED  # cancelled while the breaker's observers ran
+    result = called.result
+    if result is not None:
+        routed = await _in_scope(worker, record, started, worker.route(item, result))
+        if routed is not None:
+            return routed
+    if sink.wants(_INFO):
+        latency = (time.perf_counter() - started) * 1000.0
+        await sink.emit(NODE_SUCCESS, ctx, trace_id, attempt=attempt, latency_ms=latency)
+    return _SUCCEEDED
+
+
+class _Called:
+    """What a successful call of the node returned."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+
+async def _call(worker: Runner, item: Any) -> _Called:
+    """Call the node once, within the policy's timeout."""
+    policy = worker.policy
+    async with asyncio.timeout(policy.timeout_s):
+        result = await worker.node.invoke(
+            item, worker.ctx, registry=worker.registry, validate=policy.validate
+        )
+    return _Called(result)
+
+
+async def _in_scope(
+    worker: Runner, record: TraceRecord | None, started: float, step: Awaitable[_T]
+) -> _T | Failed:
+    """Await ``step`` (the node's call or its routing) in the trace-cancellable scope.
+
+    Returns:
+        What ``step`` returned, or a ``Failed`` for its exception (a stray cancellation
+        included, see ``is_stray``).
+
+    Raises:
+        asyncio.CancelledError: the worker was cancelled (by ``stop`` or a trace cancel).
+    """
     if record is not None:
         record.inflight += 1
     worker.in_scope = True
     try:
-        async with asyncio.timeout(policy.timeout_s):
-            result = await worker.node.invoke(
-                item, ctx, registry=worker.registry, validate=policy.validate
-            )
-        if result is not None:
-            await worker.route(item, result)
+        return await step
     except asyncio.CancelledError as error:
         if not is_stray(worker):
             raise
@@ -202,12 +286,6 @@ async def _attempt(
         worker.in_scope = False
         if record is not None:
             record.inflight -= 1
-    if worker.trace_cancel_requested:
-        return _CANCELLED  # the node swallowed its trace's cancellation: no success
-    if sink.wants(_INFO):
-        latency = (time.perf_counter() - started) * 1000.0
-        await sink.emit(NODE_SUCCESS, ctx, trace_id, attempt=attempt, latency_ms=latency)
-    return _SUCCEEDED
 
 
 async def _after_failure(

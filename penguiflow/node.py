@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from types import CoroutineType
+
     from .registry import ModelRegistry
 
 __all__ = ["BreakerPolicy", "Node", "NodeFunc", "NodePolicy"]
@@ -139,6 +141,20 @@ class NodePolicy:
         return float(delay)
 
 
+def unawaited(node: Node, result: CoroutineType[Any, Any, Any]) -> TypeError:
+    """Close the coroutine a node returned instead of awaiting it; return the error to raise.
+
+    A node that forgot an ``await`` (``return lookup(x)``) would otherwise deliver the
+    coroutine object as its result. Closing it keeps Python from warning, later and far from
+    the cause, that it was never awaited.
+    """
+    result.close()
+    return TypeError(
+        f"Node '{node.name}' returned the coroutine {result.__qualname__!r}, which was never "
+        "awaited (a missing 'await' in the node?)"
+    )
+
+
 def _new_node_id() -> str:
     return uuid.uuid4().hex
 
@@ -205,16 +221,22 @@ class Node:
         Raises:
             KeyError: validation is on and the node is not in ``registry``.
             pydantic.ValidationError: the input or output does not fit its model.
+            TypeError: the node returned a coroutine instead of awaiting it (see ``unawaited``).
         """
         if validate is None:
             validate = self.policy.validate
         if registry is None or validate == "none":
-            return await self.func(message, ctx)
+            result = await self.func(message, ctx)
+            if inspect.iscoroutine(result):
+                raise unawaited(self, result)
+            return result
         in_adapter, out_adapter = registry.adapters(self.name or self.node_id)
         value = in_adapter.validate_python(message) if validate in ("in", "both") else message
         result = await self.func(value, ctx)
         if result is None:
             return None
+        if inspect.iscoroutine(result):
+            raise unawaited(self, result)
         if validate in ("out", "both"):
             return out_adapter.validate_python(result)
         return result

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -42,6 +43,7 @@ from .._events import (
     TRACE_CANCEL_DROP,
     WORKER_RESTARTED,
 )
+from ..node import unawaited
 from ..types import FinalAnswer, Message
 from .attempt import Failed, Outcome, execute, is_stray
 from .constants import DEADLINE_EXCEEDED_TEXT, logger
@@ -313,7 +315,14 @@ class Worker:
         return self.traces.is_cancelled(trace_id)
 
     async def route(self, item: Any, result: Any) -> None:
-        """Route the node's result for ``item`` (see ``Router.route``), unless cancelled."""
+        """Route the node's result for ``item`` (see ``Router.route``), unless cancelled.
+
+        Raises:
+            TypeError: the result is a coroutine the node never awaited (``node.unawaited``);
+                ``Node.invoke`` checks the general path's results, this the inline path's.
+        """
+        if inspect.iscoroutine(result):
+            raise unawaited(self.node, result)
         if self.trace_cancel_requested:
             return  # the node swallowed its trace's cancellation: its result is dropped
         if self.warn_non_message and not isinstance(result, Message):

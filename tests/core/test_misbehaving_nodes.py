@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import inspect
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from penguiflow.core import PenguiFlow
 from penguiflow.errors import FlowError
+from penguiflow.registry import ModelRegistry
 from penguiflow.types import Message
 
 from .helpers import Recorder, fetch, make_msg, node, running
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
 
 TIMEOUTS = pytest.mark.parametrize("timeout_s", [None, 60.0], ids=["no-timeout", "timeout"])
 
@@ -143,3 +148,57 @@ async def test_stop_while_a_node_awaits_a_shared_task_still_stops_the_worker(
         await shared
     assert "node_cancelled" in rec.types()
     assert rec.select("node_error") == [] and rec.select("node_failed") == []
+
+
+@pytest.mark.looptime
+@TIMEOUTS
+@pytest.mark.parametrize("validate", ["none", "both"])
+async def test_a_node_returning_a_coroutine_it_never_awaited_fails(
+    timeout_s: float | None, validate: str
+) -> None:
+    """A node that forgot an ``await`` and returned ``lookup(...)`` itself: a node error.
+
+    The coroutine is not delivered as the node's result (nor validated against its output
+    model): each attempt fails with a ``TypeError`` naming the node, the retry likewise, and
+    every coroutine returned is closed, so Python never warns that it was not awaited (the
+    suite turns that warning into an error).
+    """
+    returned: list[Coroutine[Any, Any, Any]] = []
+
+    async def lookup(msg: Any) -> Any:
+        return msg
+
+    async def forgetful(msg: Any, ctx: Any) -> Any:
+        coro = lookup(msg)
+        returned.append(coro)
+        return coro
+
+    registry = ModelRegistry()
+    registry.register("forgetful", Message, Message)
+    guarded = node(
+        forgetful,
+        "forgetful",
+        validate=validate,
+        timeout_s=timeout_s,
+        max_retries=1,
+        backoff_base=0.0,
+    )
+    flow = PenguiFlow(guarded.to(), emit_errors_to_rookery=True)
+    async with running(flow, registry=registry):
+        await flow.emit(make_msg({"x": 1}, trace_id="t-1"))
+        error = await fetch(flow)
+        assert flow.health().nodes[0].workers_alive == 1
+    assert isinstance(error, FlowError)
+    assert (error.code, error.node_name, error.exception_type) == (
+        "NODE_EXCEPTION",
+        "forgetful",
+        "TypeError",
+    )
+    assert error.message == (
+        "Node 'forgetful' raised TypeError: Node 'forgetful' returned the coroutine "
+        "'test_a_node_returning_a_coroutine_it_never_awaited_fails.<locals>.lookup', which was "
+        "never awaited (a missing 'await' in the node?)"
+    )
+    assert error.metadata["attempt"] == 1
+    assert len(returned) == 2
+    assert all(inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED for coro in returned)

@@ -30,6 +30,7 @@ __all__ = [
     "NODE_TIMEOUT",
     "NODE_TRACE_CANCELLED",
     "NO_EXTRA",
+    "RESULTS_DROPPED",
     "TRACE_CANCEL_DROP",
     "TRACE_CANCEL_FINISH",
     "TRACE_CANCEL_START",
@@ -56,6 +57,8 @@ TRACE_CANCEL_FINISH: Final = "trace_cancel_finish"
 # worker restarted after a runtime fault.
 FLOE_DRAINED: Final = "floe_drained"
 WORKER_RESTARTED: Final = "worker_restarted"
+# Results of a caller that went away, dropped (see ``_runtime.results``).
+RESULTS_DROPPED: Final = "results_dropped"
 # Circuit breaker transitions (opt-in per node).
 CIRCUIT_OPEN: Final = "circuit_open"
 CIRCUIT_HALF_OPEN: Final = "circuit_half_open"
@@ -77,6 +80,7 @@ EVENT_LEVELS: Final[Mapping[str, int]] = MappingProxyType(
         TRACE_CANCEL_FINISH: logging.INFO,
         FLOE_DRAINED: logging.WARNING,
         WORKER_RESTARTED: logging.ERROR,
+        RESULTS_DROPPED: logging.WARNING,
         CIRCUIT_OPEN: logging.WARNING,
         CIRCUIT_HALF_OPEN: logging.INFO,
         CIRCUIT_CLOSED: logging.INFO,

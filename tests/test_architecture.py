@@ -30,7 +30,6 @@ ALLOWED_PRIVATE_READS: dict[tuple[str, str], str] = {
     ("_runtime/worker.py", "_all_in"): _CONTEXT + " (the loop's floes, once per run)",
     ("_runtime/worker.py", "_all_out"): _CONTEXT + " (the loop's floes, once per run)",
     ("_runtime/worker.py", "_next"): _CONTEXT + " (the loop's take)",
-    ("_runtime/roundtrip.py", "_next"): _CONTEXT + " (the dispatcher's take at the Rookery)",
     ("_runtime/routing.py", "_outgoing"): _CONTEXT + " (spec 7.8: the node's Rookery floe)",
     ("_runtime/subflow.py", "_running"): _CONTRACT + " (spec 7.15)",
     ("_runtime/subflow.py", "_trace_events"): _CONTRACT + " (spec 7.15)",

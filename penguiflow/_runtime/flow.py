@@ -28,7 +28,7 @@ from .health import health_of
 from .journal import TraceJournal, flow_key
 from .lifecycle import TraceLifecycle
 from .nodes import NodeStatus
-from .roundtrip import Roundtrip
+from .results import Results
 from .routing import Router, is_control, message_output_nodes
 from .shutdown import drain
 from .tasks import TaskOwner
@@ -113,11 +113,20 @@ class PenguiFlow:
             enqueuer=enqueuer,
             traces=traces,
         )
-        shared = queue_maxsize * max(1, len(rookery._all_in)) if queue_maxsize > 0 else 0
-        self._roundtrip = Roundtrip(rookery, shared, self._current_trace, enqueuer)
         self._lifecycle = TraceLifecycle(
             traces=traces, sink=sink, rookery=rookery, journal=journal, owner=owner
         )
+        self._results = Results(
+            rookery=rookery,
+            sources=(*rookery._all_in, buffer),
+            capacity=queue_maxsize * max(1, len(rookery._all_in)),
+            current_trace=self._current_trace,
+            enqueuer=enqueuer,
+            sink=sink,
+            lifecycle=self._lifecycle,
+            owner=owner,
+        )
+        self._lifecycle.on_cancelled = self._results.cancel
         self._node_status = {node: NodeStatus(node) for node in self._nodes}
         self._workers: list[Worker] = []
         """This run's workers (the last run's after ``stop()``); rebuilt by ``run()``."""
@@ -126,8 +135,8 @@ class PenguiFlow:
             traces=traces,
             sink=sink,
             opensea=self._opensea,
-            floes=(*wiring.floes, buffer),
-            roundtrip=self._roundtrip,
+            floes=(*rookery._all_in, buffer),
+            results=self._results,
             workers=self._workers,
             owner=owner,
             lifecycle=self._lifecycle,
@@ -228,7 +237,7 @@ class PenguiFlow:
             worker.reset()
         # Results wait at the Rookery for the next run; what the dispatcher had sorted out
         # goes back there too. They are no longer counted: their traces end with this run.
-        self._rookery._buffer.put_back(self._roundtrip.close())
+        self._rookery._buffer.put_back(self._results.close())
         await drain(self._inner_floes, self._contexts, self._events)
         self._traces.clear()
         flush = getattr(self._state_store, "flush", None)
@@ -291,13 +300,16 @@ class PenguiFlow:
                 await self._lifecycle.started(msg)
             return
         msg = _stamp(msg, _checked_trace(trace_id, "emit"))
-        token = await self._roundtrip.locks.acquire(trace_id)
+        results = self._results
+        if trace_id not in results.inboxes:
+            await results.admit()
+        token = await results.locks.acquire(trace_id)
         if not self._is_running():  # stop() may have run while we waited
-            self._roundtrip.locks.release(trace_id, token)
+            results.locks.release(trace_id, token)
             raise RuntimeError(c.NOT_RUNNING)
-        inbox = self._roundtrip.subscribe(trace_id)
+        inbox = results.subscribe(trace_id)
         inbox.token = token
-        self._roundtrip.start(self._owner)
+        results.start()
         sent: tuple[Floe[Any], ...] = ()
         fresh = self._lifecycle.is_new(msg)
         try:
@@ -306,7 +318,7 @@ class PenguiFlow:
                 await self._enqueuer.put(sent, msg)
         finally:
             if not sent and inbox.fetchers == 0:
-                self._roundtrip.unsubscribe(trace_id)
+                results.unsubscribe(trace_id)
         if fresh and sent:
             await self._lifecycle.started(msg)
 
@@ -361,15 +373,15 @@ class PenguiFlow:
         """
         if not self._running:
             raise RuntimeError(c.NOT_RUNNING)
-        roundtrip = self._roundtrip
+        results = self._results
         if trace_id is not None:
             if from_ is not None:
                 raise RuntimeError(c.FETCH_TRACE_FROM)
-            item = await self._fetch_trace(_checked_trace(trace_id, "fetch"))
-        elif roundtrip.active:
+            item = await results.take(_checked_trace(trace_id, "fetch"))
+        elif results.active:
             if from_ is not None:
                 raise RuntimeError(c.FETCH_FROM_DISPATCH)
-            item = await roundtrip.shared.pop()
+            item = await results.take_any()
         elif (
             from_ is None
             and self._egress is not None
@@ -385,19 +397,6 @@ class PenguiFlow:
         if isinstance(trace_id, str):  # trace_of(), inlined
             await self._lifecycle.release(trace_id)
         return item.item if isinstance(item, Tagged) else item
-
-    async def _fetch_trace(self, trace_id: str) -> Any:
-        roundtrip = self._roundtrip
-        inbox = roundtrip.subscribe(trace_id)
-        roundtrip.start(self._owner)
-        inbox.fetchers += 1
-        try:
-            item = await inbox.queue.pop()
-        finally:
-            inbox.fetchers -= 1
-            if inbox.fetchers == 0 and roundtrip.inboxes.get(trace_id) is inbox:
-                roundtrip.unsubscribe(trace_id)
-        return item
 
     async def fetch_any(self, from_: Target = None, *, trace_id: str | None = None) -> Any:
         """Alias of ``fetch``."""
@@ -542,14 +541,15 @@ class PenguiFlow:
 
     def _residue(self) -> dict[str, int]:
         """Counts of everything that must be empty once the flow has stopped (for tests)."""
-        journal, owner, roundtrip = self._journal, self._owner, self._roundtrip
+        journal, owner, results = self._journal, self._owner, self._results
         return {
             "traces": len(self._traces.records),
             "trace_events": len(self._traces.flags),
             "queued": sum(floe.qsize() for floe in self._inner_floes),
-            "inboxes": len(roundtrip.inboxes),
-            "shared": roundtrip.shared.qsize(),
-            "locks": len(roundtrip.locks),
+            "inboxes": len(results.inboxes),
+            "shared": results.shared.qsize(),
+            "results_held": results.held,
+            "locks": len(results.locks),
             "workers": len(owner.workers),
             "helpers": len(owner.helpers),
             "publishes": len(owner.publishes),

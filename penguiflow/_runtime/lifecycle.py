@@ -13,6 +13,8 @@ from .._events import TRACE_CANCEL_FINISH
 from ..types import Message
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .context import Context
     from .events import EventSink
     from .journal import TraceJournal
@@ -25,7 +27,7 @@ __all__ = ["TraceLifecycle"]
 class TraceLifecycle:
     """Releases items, and tells the journal and the observers when a trace ends."""
 
-    __slots__ = ("journal", "owner", "rookery", "sink", "traces")
+    __slots__ = ("journal", "on_cancelled", "owner", "rookery", "sink", "traces")
 
     def __init__(
         self,
@@ -41,6 +43,8 @@ class TraceLifecycle:
         self.rookery = rookery
         self.journal = journal
         self.owner = owner
+        self.on_cancelled: Callable[[str], object] | None = None
+        """Told when a cancelled trace has ended: its callers stop waiting (see ``results``)."""
 
     def is_new(self, msg: object) -> bool:
         """Whether ``msg`` starts a trace the journal should record (a live Message, new)."""
@@ -70,6 +74,10 @@ class TraceLifecycle:
     async def ended(self, trace_id: str, end: TraceEnd) -> None:
         """A trace has nothing pending any more: announce a cancelled one, journal it."""
         if end == "cancelled":
+            if self.on_cancelled is not None:
+                # A message of the trace that came in after the cancel was dropped too: its
+                # caller's fetch must not wait for it, nor its roundtrip lock stay held.
+                self.on_cancelled(trace_id)
             await self.sink.emit(TRACE_CANCEL_FINISH, self.rookery, trace_id)
         if self.journal is not None:
             await self.journal.ended(trace_id, end)

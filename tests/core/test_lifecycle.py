@@ -291,7 +291,7 @@ async def test_results_sorted_by_the_dispatcher_survive_stop_too() -> None:
         await flow.emit(make_msg("mine"), trace_id="t1")
         await flow.emit(make_msg("other"))  # goes to the shared queue: nobody fetches it
         assert (await fetch(flow, trace_id="t1")).payload == "mine"
-        while flow._roundtrip.shared.qsize() < 1:
+        while flow._results.shared.qsize() < 1:
             await asyncio.sleep(0)
     async with running(flow):
         assert (await fetch(flow)).payload == "other"

@@ -430,8 +430,8 @@ async def test_trace_scoped_fetch_claims_a_result_already_in_the_shared_queue() 
         await flow.emit(make_msg("late", trace_id="L"))
         await rec.wait_for("node_success", trace_id="L")
         async with asyncio.timeout(5):  # the dispatcher moves it within a few loop turns
-            while not flow._roundtrip.shared.qsize():
+            while not flow._results.shared.qsize():
                 await asyncio.sleep(0)
         out = await fetch(flow, trace_id="L")
         assert out.payload == "late"
-        assert flow._roundtrip.shared.qsize() == 0
+        assert flow._results.shared.qsize() == 0

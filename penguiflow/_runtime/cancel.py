@@ -1,9 +1,14 @@
 """Cancelling one trace while the others carry on.
 
-The trace's flag is set first, so that anything of it a worker takes from now on is dropped;
-then its queued items are purged from every floe, the Rookery buffer and the roundtrip
-queues (the rest keep their order), its running invocations are cancelled inside their
-workers (see ``worker``), and the tasks registered for it are cancelled.
+The trace's flag is set first, so that anything of it a worker takes from now on is dropped
+(with ``trace_cancel_drop``); its results are purged from the Rookery's floes, its buffer and
+the callers' inboxes (the rest keep their order); its running invocations are cancelled
+inside their workers (see ``worker``), and the tasks registered for it are cancelled.
+
+Design note (cost): items of the trace still queued for a node are not searched for: each
+is dropped when a worker takes it, so a cancel costs what the trace has at the Rookery and
+in flight, not what every floe holds. The trace ends, with ``trace_cancel_finish``, once the
+last of them is dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ if TYPE_CHECKING:
     from .events import EventSink
     from .floe import Floe
     from .lifecycle import TraceLifecycle
-    from .roundtrip import Roundtrip
+    from .results import Results
     from .tasks import TaskOwner
     from .traces import TraceEnd, TraceRegistry
     from .worker import Worker
@@ -32,11 +37,11 @@ class Canceller:
     """Cancels traces of one flow.
 
     Args:
-        floes: Every floe that can hold an item of a trace (the Rookery buffer included).
+        floes: The Rookery's floes and its buffer (purged at once; see the design note).
         workers: The flow's workers (the list the flow keeps up to date).
     """
 
-    __slots__ = ("floes", "lifecycle", "opensea", "owner", "roundtrip", "sink", "traces", "workers")
+    __slots__ = ("floes", "lifecycle", "opensea", "owner", "results", "sink", "traces", "workers")
 
     def __init__(
         self,
@@ -45,7 +50,7 @@ class Canceller:
         sink: EventSink,
         opensea: Context,
         floes: Sequence[Floe[Any]],
-        roundtrip: Roundtrip,
+        results: Results,
         workers: Sequence[Worker],
         owner: TaskOwner,
         lifecycle: TraceLifecycle,
@@ -54,7 +59,7 @@ class Canceller:
         self.sink = sink
         self.opensea = opensea
         self.floes = floes
-        self.roundtrip = roundtrip
+        self.results = results
         self.workers = workers
         self.owner = owner
         self.lifecycle = lifecycle
@@ -90,5 +95,5 @@ class Canceller:
         purged: list[Any] = []
         for floe in self.floes:
             purged.extend(floe.remove_where(of_trace))
-        purged.extend(self.roundtrip.cancel(trace_id))
+        purged.extend(self.results.cancel(trace_id))
         return purged

@@ -72,8 +72,8 @@ async def test_cancel_of_an_unknown_or_finished_trace_returns_false() -> None:
 
 
 async def test_cancel_running_and_queued_items_while_other_traces_continue() -> None:
-    """Node a runs T1 (blocked); U1, T2, U2 wait behind it. Cancelling T stops T1, purges
-    T2, and U1, U2 still come out in order; the worker survives."""
+    """Node a runs T1 (blocked); U1, T2, U2 wait behind it. Cancelling T stops T1; T2 is
+    dropped when the worker reaches it; U1, U2 still come out in order; the worker survives."""
     body = GatedNode("T1")
     rec = Recorder()
     a = node(body.__call__, "a", max_retries=2, backoff_base=0.0)
@@ -96,6 +96,7 @@ async def test_cancel_running_and_queued_items_while_other_traces_continue() -> 
         "node_start",
         "trace_cancel_start",
         "node_trace_cancelled",
+        "trace_cancel_drop",
         "trace_cancel_finish",
     ]
 
@@ -128,12 +129,14 @@ async def test_cancel_of_queued_items_only() -> None:
         await flow.emit(make_msg("T1", trace_id="T"))
         await flow.emit(make_msg("T2", trace_id="T"))
         assert await flow.cancel("T") is True
+        assert flow._contexts[flow._nodes[0]].queue_depth_in() == 2  # dropped when reached
+        body.gates["U1"].open()
         await rec.wait_for("trace_cancel_finish", trace_id="T")
         assert "T" not in flow._trace_events
         assert await flow.cancel("T") is False
-        body.gates["U1"].open()
         assert (await fetch(flow)).payload == "U1"
     assert body.seen == ["U1"]
+    assert len(rec.select("trace_cancel_drop", trace_id="T")) == 2
     assert rec.select("trace_cancel_start")[0].extra["pending"] == 2
     assert len(rec.select("trace_cancel_start")) == 1
     assert len(rec.select("trace_cancel_finish")) == 1
@@ -337,9 +340,11 @@ async def test_waiting_trace_scoped_fetch_raises_trace_cancelled() -> None:
 
 async def test_cancel_releases_a_blocked_roundtrip_lock() -> None:
     """U holds the node; T1 is queued under T's roundtrip lock and T2 waits for that lock.
-    Cancelling T purges T1 and lets T2 in."""
+    Cancelling T lets T2 in; T2 joins a trace still cancelled (T1 is not dropped yet), so it
+    is dropped too. Once T has ended, T3 starts it afresh."""
     body = GatedNode("U1")
-    flow = PenguiFlow(node(body.__call__, "a").to())
+    rec = Recorder()
+    flow = PenguiFlow(node(body.__call__, "a").to(), middlewares=[rec])
     async with running(flow):
         await flow.emit(make_msg("U1", trace_id="U"))
         await body.gates["U1"].wait_entered()
@@ -349,9 +354,11 @@ async def test_cancel_releases_a_blocked_roundtrip_lock() -> None:
         assert await flow.cancel("T") is True
         await within(second)
         body.gates["U1"].open()
-        assert (await fetch(flow, trace_id="T")).payload == "T2"
         assert (await fetch(flow)).payload == "U1"
-    assert body.seen == ["U1", "T2"]
+        await rec.wait_for("trace_cancel_finish", trace_id="T")
+        await flow.emit(make_msg("T3"), trace_id="T")
+        assert (await fetch(flow, trace_id="T")).payload == "T3"
+    assert body.seen == ["U1", "T3"]
 
 
 # --------------------------------------------------------------------------- subflows

@@ -23,7 +23,14 @@ NodeFunc = Callable[[Any, Any], Awaitable[Any]]
 _VALIDATE_MODES = ("both", "in", "out", "none")
 
 
-def _check_non_negative(name: str, value: float | None, *, allow_zero: bool = True) -> None:
+def _check_number(
+    owner: str, name: str, value: float | None, *, allow_zero: bool = True, finite: bool = True
+) -> None:
+    """Raise ``ValueError`` naming ``owner.name`` unless ``value`` is None or a fit number.
+
+    Fit: an int or float (not a bool), not NaN, not negative, not zero unless ``allow_zero``,
+    and finite when ``finite``.
+    """
     if value is None:
         return
     bad = (
@@ -32,10 +39,12 @@ def _check_non_negative(name: str, value: float | None, *, allow_zero: bool = Tr
         or math.isnan(value)
         or value < 0
         or (value == 0 and not allow_zero)
+        or (finite and math.isinf(value))
     )
     if bad:
+        kind = "a finite number" if finite else "a number"
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"NodePolicy.{name} must be a number {bound}, got {value!r}")
+        raise ValueError(f"{owner}.{name} must be {kind} {bound}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +83,7 @@ class BreakerPolicy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"BreakerPolicy.{name} must be an int >= 1, got {value!r}")
-        _check_non_negative("cooldown_s", self.cooldown_s)
+        _check_number("BreakerPolicy", "cooldown_s", self.cooldown_s, finite=False)
         ratio = self.failure_ratio
         if ratio is not None and not (isinstance(ratio, int | float) and 0 < ratio <= 1):
             raise ValueError(f"BreakerPolicy.failure_ratio must be in (0, 1], got {ratio!r}")
@@ -89,8 +98,8 @@ class NodePolicy:
 
     Raises:
         ValueError: ``validate`` is not one of ``both``, ``in``, ``out``, ``none``; a timeout,
-            retry count or backoff value is negative (or the timeout is zero); ``concurrency``
-            is below 1; ``breaker`` is not a ``BreakerPolicy``.
+            retry count or backoff value is negative, infinite or NaN (or the timeout is
+            zero); ``concurrency`` is below 1; ``breaker`` is not a ``BreakerPolicy``.
     """
 
     validate: str = "both"
@@ -115,15 +124,13 @@ class NodePolicy:
     def __post_init__(self) -> None:
         if self.validate not in _VALIDATE_MODES:
             raise ValueError("validate must be one of 'both', 'in', 'out', 'none'")
-        _check_non_negative("timeout_s", self.timeout_s, allow_zero=False)
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
-            raise ValueError(
-                f"NodePolicy.max_retries must be an int >= 0, got {self.max_retries!r}"
-            )
-        _check_non_negative("max_retries", self.max_retries)
-        _check_non_negative("backoff_base", self.backoff_base)
-        _check_non_negative("backoff_mult", self.backoff_mult)
-        _check_non_negative("max_backoff", self.max_backoff)
+        _check_number("NodePolicy", "timeout_s", self.timeout_s, allow_zero=False)
+        retries = self.max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"NodePolicy.max_retries must be an int >= 0, got {retries!r}")
+        _check_number("NodePolicy", "backoff_base", self.backoff_base)
+        _check_number("NodePolicy", "backoff_mult", self.backoff_mult)
+        _check_number("NodePolicy", "max_backoff", self.max_backoff)
         concurrency = self.concurrency
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"NodePolicy.concurrency must be an int >= 1, got {concurrency!r}")
@@ -134,11 +141,22 @@ class NodePolicy:
             )
 
     def backoff_delay(self, attempt: int) -> float:
-        """Return the sleep before ``attempt`` (1 for the first retry)."""
-        delay = self.backoff_base * self.backoff_mult ** (attempt - 1)
-        if self.max_backoff is not None:
-            delay = min(delay, self.max_backoff)
-        return float(delay)
+        """Return the sleep before ``attempt`` (1 for the first retry).
+
+        Never raises for a valid policy: when the growth factor exceeds the largest float
+        (after a thousand retries or so) the delay is infinite, and ``max_backoff``, when
+        set, caps it like any other.
+        """
+        base = float(self.backoff_base)
+        if base:
+            try:
+                delay = base * float(self.backoff_mult) ** (attempt - 1)
+            except OverflowError:  # the factor alone exceeds any float
+                delay = math.inf
+        else:
+            delay = 0.0  # and never 0 * inf
+        cap = self.max_backoff
+        return delay if cap is None else min(delay, float(cap))
 
 
 def unawaited(node: Node, result: CoroutineType[Any, Any, Any]) -> TypeError:

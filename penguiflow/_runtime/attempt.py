@@ -317,7 +317,13 @@ async def _after_failure(
     if attempt >= policy.max_retries:
         await _fail(worker, trace_id, error, attempt, latency)
         return _FAILED
-    delay = policy.backoff_delay(attempt + 1)
+    try:
+        delay = _delay(policy, attempt + 1)
+    except Exception as retry_error:
+        # The retry machinery failed, not the node: the message fails for good with the
+        # node's error, rather than vanish in a worker restart.
+        await _fail(worker, trace_id, error, attempt, latency, retry_error=retry_error)
+        return _FAILED
     await sink.emit(
         NODE_RETRY,
         ctx,
@@ -333,13 +339,34 @@ async def _after_failure(
     return None
 
 
+def _delay(policy: NodePolicy, attempt: int) -> float:
+    """The policy's sleep before ``attempt``.
+
+    Raises:
+        ValueError: ``backoff_delay`` (a subclass's) returned something no sleep can take.
+    """
+    delay = policy.backoff_delay(attempt)
+    if not (isinstance(delay, int | float) and delay >= 0):  # NaN included
+        raise ValueError(f"backoff_delay({attempt}) returned {delay!r}, not a number >= 0")
+    return delay
+
+
 async def _fail(
-    worker: Runner, trace_id: str | None, error: BaseException, attempt: int, latency: float
+    worker: Runner,
+    trace_id: str | None,
+    error: BaseException,
+    attempt: int,
+    latency: float,
+    *,
+    retry_error: Exception | None = None,
 ) -> None:
+    """Report the final failure of the node's ``error`` (``retry_error``: why no retry)."""
     node = worker.node
     name = node.name
     timeout_s = worker.policy.timeout_s
     metadata: dict[str, Any] = {"attempt": attempt, "latency_ms": latency}
+    if retry_error is not None:
+        metadata["retry_exception"] = repr(retry_error)
     if isinstance(error, TimeoutError):
         code = FlowErrorCode.NODE_TIMEOUT
         message = f"Node '{name}' timed out after {timeout_s:.2f}s" if timeout_s else None

@@ -1,25 +1,37 @@
 """Reusable flow shapes: bounded concurrent map, routers and a per-trace join.
 
 The routers and the join are ordinary nodes (``validate="none"``) built around closures, so
-each call gives an independent node with its own state.
+each call gives an independent node with its own state (a join's buckets: ``_Join``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, final
 
 from pydantic import TypeAdapter
 
+from ._runtime.constants import logger
 from .node import Node, NodePolicy
 from .policies import PolicyLike, RoutingRequest, evaluate_policy
 from .types import Message
 
 if TYPE_CHECKING:
+    from ._runtime.protocols import Runtime
+    from ._runtime.traces import TraceRecord
     from .core import Context
 
-__all__ = ["join_k", "map_concurrent", "predicate_router", "union_router"]
+__all__ = [
+    "DEFAULT_MAX_BUCKETS",
+    "JOIN_BUCKET_DROPPED",
+    "join_k",
+    "map_concurrent",
+    "predicate_router",
+    "union_router",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -191,46 +203,199 @@ def union_router(
     return router
 
 
-def _drop_with_trace(ctx: Any, trace_id: str, buckets: dict[str, list[Any]]) -> None:
-    """Have the running flow drop ``buckets[trace_id]`` when the trace ends."""
-    traces = getattr(getattr(ctx, "runtime", None), "_traces", None)
-    if traces is not None:
-        traces.on_end(trace_id, lambda: buckets.pop(trace_id, None))
+#: How many incomplete buckets a ``join_k`` node keeps at most, unless told otherwise.
+DEFAULT_MAX_BUCKETS: Final = 10_000
+
+#: The event (and log) a join node gives when it drops an incomplete bucket.
+JOIN_BUCKET_DROPPED: Final = "join_bucket_dropped"
+# Its ``reason``: pushed out by ``max_buckets``, or its trace cancelled or its flow stopped.
+_MAX_BUCKETS: Final = "max_buckets"
+_CANCELLED_OR_STOPPED: Final = "cancelled_or_stopped"
 
 
-def join_k(name: str, k: int) -> Node:
+@dataclass(slots=True, eq=False)
+class _Bucket:
+    """The items of one trace that one join node has gathered so far."""
+
+    items: list[Any] = field(default_factory=list)
+    """In arrival order."""
+    watcher: asyncio.Task[None] | None = None
+    """Set once the bucket outlives its trace's pending items (see ``_Join``)."""
+
+
+async def _idle() -> None:
+    """Wait until cancelled: the body of a watcher task."""
+    await asyncio.get_running_loop().create_future()
+
+
+@final
+class _Join:
+    """The buckets of one ``join_k`` node, oldest first, and what drops them.
+
+    Design note. A bucket lives until its k-th item arrives, its trace is cancelled, the flow
+    stops, or ``max_buckets`` newer ones push it out. While the bucket's trace has items
+    pending, the trace registry's end-of-trace callback watches it: an end by cancellation or
+    by ``stop()`` (which forgets traces that still have items pending) drops it. An ordinary
+    end leaves it waiting for later emits of the same trace, so it gets a watcher: an idle task
+    registered with the flow for the trace (``register_external_task``), which ``cancel()`` of
+    the trace and ``stop()`` cancel, and whose end drops the bucket. A fan-in that completes
+    within its trace, the common case, thus costs no task.
+    """
+
+    __slots__ = ("buckets", "max_buckets", "name")
+
+    def __init__(self, name: str, max_buckets: int) -> None:
+        self.name = name
+        self.max_buckets = max_buckets
+        self.buckets: dict[str, _Bucket] = {}
+
+    def open(self, trace_id: str, ctx: object) -> tuple[_Bucket, tuple[str, int] | None]:
+        """Start the bucket of ``trace_id``, pushing out the oldest one if over the bound.
+
+        Returns:
+            The new bucket, and the (trace id, item count) of the bucket pushed out, if any.
+        """
+        bucket = self.buckets[trace_id] = _Bucket()
+        self._watch_trace(trace_id, bucket, ctx)
+        if len(self.buckets) <= self.max_buckets:
+            return bucket, None
+        oldest_trace = next(iter(self.buckets))
+        oldest = self._remove(oldest_trace)
+        return bucket, (oldest_trace, len(oldest.items))
+
+    def close(self, trace_id: str) -> list[Any]:
+        """Remove the complete bucket of ``trace_id`` and return its items."""
+        return self._remove(trace_id).items
+
+    def _remove(self, trace_id: str) -> _Bucket:
+        bucket = self.buckets.pop(trace_id)
+        if bucket.watcher is not None:
+            bucket.watcher.cancel()  # its end finds the bucket gone and does nothing
+        return bucket
+
+    def _watch_trace(self, trace_id: str, bucket: _Bucket, ctx: object) -> None:
+        """Hear of the end of the trace's pending items; nothing to hear outside a flow."""
+        runtime: Runtime | None = getattr(ctx, "runtime", None)
+        traces = getattr(runtime, "_traces", None)  # the flow's TraceRegistry
+        if runtime is None or traces is None or (record := traces.records.get(trace_id)) is None:
+            return  # called outside a running flow (e.g. a unit test): no trace to follow
+
+        def ended() -> None:
+            self._trace_ended(trace_id, bucket, record, runtime)
+
+        traces.on_end(trace_id, ended)
+
+    def _trace_ended(
+        self, trace_id: str, bucket: _Bucket, record: TraceRecord, runtime: Runtime
+    ) -> None:
+        if self.buckets.get(trace_id) is not bucket:
+            return  # completed or pushed out meanwhile
+        # Cancelled: drop. The flow stopping (its record is forgotten by ``stop()``, or the
+        # trace ends as ``stop()`` cancels the flow's tasks): drop too, since a watcher started
+        # now would outlive the flow. Else the trace merely has nothing pending: keep.
+        if record.cancel_announced or not runtime.health().running:
+            self._drop(trace_id)
+            return
+        watcher = asyncio.get_running_loop().create_task(
+            _idle(), name=f"penguiflow:join_k:{self.name}:{trace_id}"
+        )
+        # A done callback, not a ``finally`` in the task: a task cancelled before its first
+        # step never runs its body.
+        watcher.add_done_callback(lambda _: self._watcher_done(trace_id, bucket))
+        bucket.watcher = watcher
+        runtime.register_external_task(trace_id, watcher)
+
+    def _watcher_done(self, trace_id: str, bucket: _Bucket) -> None:
+        if self.buckets.get(trace_id) is bucket:
+            self._drop(trace_id)
+
+    def _drop(self, trace_id: str) -> None:
+        """Drop a bucket whose trace was cancelled or whose flow stopped, and say so."""
+        dropped = len(self._remove(trace_id).items)
+        extra = {"event": JOIN_BUCKET_DROPPED, "node_name": self.name, "trace_id": trace_id}
+        facts = {"dropped": dropped, "reason": _CANCELLED_OR_STOPPED}
+        logger.debug(JOIN_BUCKET_DROPPED, extra={**extra, **facts})
+
+
+def join_k(name: str, k: int, *, max_buckets: int = DEFAULT_MAX_BUCKETS) -> Node:
     """Build a node that gathers ``k`` items per trace and emits them as one.
 
-    Buckets are per trace id and private to this node; a bucket still incomplete when its trace
-    ends (a branch failed, the trace was cancelled) or the flow stops is dropped with it. The
-    node returns None until the k-th
+    Buckets are per trace id and private to this node. The node returns None until the k-th
     item of a trace arrives; then it clears that bucket and returns a copy of the first item
     whose payload is the list of payloads in arrival order (keeping the first item's trace id,
     headers and meta) when the first item is a ``Message``, else the list of items.
 
+    A bucket waits for its k items however they come: in one fan-out, or from separate
+    ``emit`` calls with the same trace id, the trace having had nothing pending in between.
+    An incomplete bucket is dropped when its trace is cancelled (``PenguiFlow.cancel`` while
+    the trace has something pending) or the flow stops, with a DEBUG ``join_bucket_dropped``
+    log on ``penguiflow.core``. When a new trace would make more than ``max_buckets``
+    incomplete buckets, the oldest one is dropped with a WARNING ``join_bucket_dropped`` flow
+    event (log, store and middlewares) naming the node and that trace, whose ``extra`` holds
+    how many items were ``dropped``.
+
+    Args:
+        name: The node's name.
+        k: Items per trace to gather.
+        max_buckets: Incomplete buckets kept at most (beyond the contract, which keeps them
+            all); default ``DEFAULT_MAX_BUCKETS``.
+
     Raises:
-        ValueError: ``k <= 0``; or (inside the node) an item has no ``trace_id``.
+        ValueError: ``k <= 0`` or ``max_buckets <= 0``; or (inside the node) an item has no
+            ``trace_id``.
     """
     if k <= 0:
         raise ValueError("k must be positive")
-    buckets: dict[str, list[Any]] = {}
+    if max_buckets <= 0:
+        raise ValueError(f"join_k {name!r}: max_buckets must be positive; got {max_buckets}")
+    joins = _Join(name, max_buckets)
+    node: Node
 
     async def _join(message: Any, ctx: Context) -> Any:
         trace_id = getattr(message, "trace_id", None)
         if trace_id is None:
             raise ValueError("join_k requires messages with trace_id")
-        bucket = buckets.get(trace_id)
+        bucket = joins.buckets.get(trace_id)
+        pushed_out = None
         if bucket is None:
-            bucket = buckets[trace_id] = []
-            _drop_with_trace(ctx, trace_id, buckets)
-        bucket.append(message)
-        if len(bucket) < k:
-            return None
-        del buckets[trace_id]
-        first = bucket[0]
-        if isinstance(first, Message):
-            payloads = [getattr(item, "payload", item) for item in bucket]
-            return first.model_copy(update={"payload": payloads})
-        return bucket
+            bucket, pushed_out = joins.open(trace_id, ctx)
+        bucket.items.append(message)
+        merged = _merged(joins.close(trace_id)) if len(bucket.items) >= k else None
+        if pushed_out is not None:
+            await _report_pushed_out(ctx, node, *pushed_out, max_buckets)
+        return merged
 
-    return Node(_join, name=name, policy=NodePolicy(validate="none"))
+    node = Node(_join, name=name, policy=NodePolicy(validate="none"))
+    return node
+
+
+def _merged(items: list[Any]) -> Any:
+    """What a complete bucket gives: one Message listing the payloads, or the items."""
+    first = items[0]
+    if isinstance(first, Message):
+        payloads = [getattr(item, "payload", item) for item in items]
+        return first.model_copy(update={"payload": payloads})
+    return items
+
+
+async def _report_pushed_out(
+    ctx: object, node: Node, trace_id: str, dropped: int, max_buckets: int
+) -> None:
+    """Say that ``node`` dropped the bucket of ``trace_id``: a flow event, else a log."""
+    facts = {"dropped": dropped, "reason": _MAX_BUCKETS, "max_buckets": max_buckets}
+    # ``record_remote_event`` is the flow's public way to emit an event about a node; the
+    # ``Runtime`` protocol that types ``ctx.runtime`` does not list it.
+    emit = getattr(getattr(ctx, "runtime", None), "record_remote_event", None)
+    if emit is not None:
+        await emit(
+            event=JOIN_BUCKET_DROPPED,
+            node=node,
+            context=ctx,
+            trace_id=trace_id,
+            latency_ms=None,
+            level=logging.WARNING,
+            extra=facts,
+        )
+    else:  # called outside a flow
+        extra = {"event": JOIN_BUCKET_DROPPED, "node_name": node.name, "trace_id": trace_id}
+        logger.warning(JOIN_BUCKET_DROPPED, extra={**extra, **facts})

@@ -6,13 +6,14 @@ returns a decision: None (drop the message), a node, a node name, or a sequence 
 
 from __future__ import annotations
 
+import enum
 import inspect
 import json
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 
 from .node import Node
 
@@ -101,6 +102,15 @@ async def evaluate_policy(policy: PolicyLike, request: RoutingRequest) -> Routin
     return decision
 
 
+class _Unset(enum.Enum):
+    """Marks an argument left out, where None is a meaningful value."""
+
+    UNSET = enum.auto()
+
+
+_UNSET: Final = _Unset.UNSET
+
+
 def _trace_key(request: RoutingRequest) -> str | None:
     return request.trace_id
 
@@ -134,9 +144,29 @@ class DictRoutingPolicy:
         """Replace the whole mapping with a copy of ``mapping``."""
         self._mapping = dict(mapping)
 
-    def set_default(self, default: RoutingDecisionType) -> None:
-        """Replace the decision used when no key matches."""
-        self._default = default
+    def set_default(
+        self,
+        decision: RoutingDecisionType | _Unset = _UNSET,
+        *,
+        default: RoutingDecisionType | _Unset = _UNSET,
+    ) -> None:
+        """Replace the decision used when no key matches.
+
+        Args:
+            decision: The new default decision (upstream's name for it).
+            default: The same, by the name this package used before; kept so that callers
+                passing ``default=`` keep working.
+
+        Raises:
+            TypeError: neither or both of ``decision`` and ``default`` were given.
+        """
+        if decision is _UNSET:
+            if default is _UNSET:
+                raise TypeError("set_default() missing 1 required argument: 'decision'")
+            decision = default
+        elif default is not _UNSET:
+            raise TypeError("set_default() takes 'decision' or 'default', not both")
+        self._default = decision
 
     @classmethod
     def from_json(

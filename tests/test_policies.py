@@ -222,3 +222,30 @@ def test_from_env_loader_must_return_mapping(monkeypatch: pytest.MonkeyPatch) ->
 def test_constructors_are_classmethods() -> None:
     for name in ("from_json", "from_json_file", "from_env"):
         assert isinstance(DictRoutingPolicy.__dict__[name], classmethod)
+
+
+def test_set_default_takes_the_decision_by_upstream_keyword() -> None:
+    policy = DictRoutingPolicy({"t1": "a"}, default="old")
+    policy.set_default(decision=["x", "y"])
+    assert policy.select(make_request(trace_id="zzz")) == ["x", "y"]
+    policy.set_default(decision=None)
+    assert policy.select(make_request(trace_id="zzz")) is None
+
+
+def test_set_default_keeps_positional_and_default_keyword_callers() -> None:
+    policy = DictRoutingPolicy({"t1": "a"})
+    policy.set_default("positional")
+    assert policy.select(make_request(trace_id="zzz")) == "positional"
+    policy.set_default(default="by-old-name")
+    assert policy.select(make_request(trace_id="zzz")) == "by-old-name"
+    policy.set_default(None)
+    assert policy.select(make_request(trace_id="zzz")) is None
+
+
+def test_set_default_needs_exactly_one_decision() -> None:
+    policy = DictRoutingPolicy({}, default="kept")
+    with pytest.raises(TypeError, match="missing 1 required argument: 'decision'"):
+        policy.set_default()
+    with pytest.raises(TypeError, match="'decision' or 'default', not both"):
+        policy.set_default("a", default="b")
+    assert policy.select(make_request(trace_id="zzz")) == "kept"

@@ -191,7 +191,7 @@ class Node:
     func: NodeFunc
     """The wrapped ``async def fn(message, ctx)``."""
     name: str | None = None
-    """The node's name; defaults to ``func.__name__``."""
+    """The node's name; when None or empty, ``func.__name__`` (else the ``node_id``)."""
     policy: NodePolicy = field(default_factory=NodePolicy)
     """Validation, timeout and retry settings."""
     allow_cycle: bool = False
@@ -202,7 +202,7 @@ class Node:
     def __post_init__(self) -> None:
         if not inspect.iscoroutinefunction(self.func):
             raise TypeError("Node function must be declared with async def")
-        if self.name is None:
+        if not self.name:  # None or "" (as upstream): the function's name
             self.name = getattr(self.func, "__name__", None) or self.node_id
         params = list(inspect.signature(self.func).parameters.values())
         if len(params) != 2:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import pydantic
@@ -283,3 +284,15 @@ async def test_invoke_validate_out_only() -> None:
 async def test_invoke_none_result_skips_output_validation() -> None:
     n = _recording_node(None, "both", [])
     assert await n.invoke({"x": 1}, None, registry=_registry()) is None
+
+
+@pytest.mark.parametrize("name", [None, ""])
+def test_a_missing_or_empty_name_falls_back_to_the_function_name(name: str | None) -> None:
+    """As upstream: ``name=""`` is no name, so the function's (else the node's id) is used."""
+
+    async def with_prefix(prefix: Any, message: Any, ctx: Any) -> Any:
+        return message
+
+    assert Node(fn, name=name).name == "fn"
+    nameless = Node(functools.partial(with_prefix, "p"), name=name)
+    assert nameless.name == nameless.node_id

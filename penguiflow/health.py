@@ -8,7 +8,9 @@ Overall status, by rule:
 - ``failing``: the flow is not running, a node has no live worker, or a node's circuit
   breaker is open;
 - ``degraded``: not failing, but a breaker is half-open, a worker had to be restarted after a
-  runtime fault, or a floe is full (backpressure is holding producers);
+  runtime fault, a floe is full (backpressure is holding producers), the results nobody has
+  fetched fill the room kept for them, or as many roundtrips are live as the flow allows
+  (``emit(trace_id=...)`` waits);
 - ``ok``: otherwise.
 """
 
@@ -83,3 +85,12 @@ class FlowHealth:
     """Every node, in graph order."""
     floes: tuple[FloeHealth, ...]
     """Every floe, in graph order."""
+    results_waiting: int = 0
+    """Results held for no caller in particular: for plain ``fetch()``, or of callers that
+    went away (once trace-scoped fetching is on)."""
+    results_capacity: int = 0
+    """How many such results are held before producers wait (0: unbounded)."""
+    roundtrips: int = 0
+    """Traces subscribed by ``emit(trace_id=...)`` or ``fetch(trace_id=...)`` right now."""
+    roundtrip_limit: int = 0
+    """How many may be at once before ``emit(trace_id=...)`` waits (0: unbounded)."""

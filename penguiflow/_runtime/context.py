@@ -179,10 +179,11 @@ class Context:
         Sequence numbers count from 0 per context and stream id (default: the parent's trace
         id) and restart after a ``done`` chunk. From the second chunk on, waits while the
         stream's trace already has ``queue_maxsize`` items pending besides the producer's own
-        input (per-trace capacity).
+        input (per-trace capacity); when ``parent`` has a deadline, only until then.
 
         Raises:
             RuntimeError: no flow is attached.
+            TimeoutError: ``parent``'s deadline passed while the chunk waited for capacity.
         """
         _enqueuer, traces = self._attached()
         sid = stream_id or parent.trace_id
@@ -200,7 +201,7 @@ class Context:
             meta=dict(parent.meta),
         )
         if not first:
-            await traces.wait_capacity(sid, offset=1)
+            await traces.wait_capacity(sid, offset=1, deadline_s=parent.deadline_s)
         await self.emit(message, to)
         if done:
             counters.pop(sid, None)

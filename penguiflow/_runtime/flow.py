@@ -537,6 +537,7 @@ class PenguiFlow:
             statuses=self._node_status,
             floes=self._floes,
             traces_in_flight=len(self._traces.records),
+            results=self._results,
         )
 
     def _residue(self) -> dict[str, int]:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ..node import Node
     from .floe import Floe
     from .nodes import NodeStatus
+    from .results import Results
     from .worker import Worker
 
 __all__ = ["health_of"]
@@ -25,6 +26,7 @@ def health_of(
     statuses: Mapping[Node, NodeStatus],
     floes: Sequence[Floe[Any]],
     traces_in_flight: int,
+    results: Results,
 ) -> FlowHealth:
     """Read every node's workers, breaker and last error and every floe's depth.
 
@@ -54,12 +56,20 @@ def health_of(
         )
         for floe in floes
     )
+    pressed = bool(results.capacity and results.held >= results.capacity) or bool(
+        results.roundtrip_limit and len(results.inboxes) >= results.roundtrip_limit
+    )
+    overall = _status(running, node_health, floe_health)
     return FlowHealth(
-        status=_status(running, node_health, floe_health),
+        status="degraded" if overall == "ok" and pressed else overall,
         running=running,
         traces_in_flight=traces_in_flight,
         nodes=tuple(node_health),
         floes=floe_health,
+        results_waiting=results.held,
+        results_capacity=results.capacity,
+        roundtrips=len(results.inboxes),
+        roundtrip_limit=results.roundtrip_limit,
     )
 
 

@@ -25,6 +25,7 @@ exposes as ``_trace_events``; but the Event object is made only when someone rea
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -167,16 +168,32 @@ class TraceRegistry:
         record.on_end.append(callback)
         return True
 
-    async def wait_capacity(self, key: str, offset: int) -> None:
+    async def wait_capacity(self, key: str, offset: int, deadline_s: float | None = None) -> None:
         """Wait while ``max(pending(key) - offset, 0) >= maxsize``; never if unbounded.
 
+        ``deadline_s`` (wall-clock epoch seconds, a message's ``deadline_s``) bounds the wait:
+        a stream nobody reads gives up then, instead of holding its worker for good.
         Cancellation leaves no waiter behind.
 
         Raises:
             RuntimeError: the flow stopped while waiting.
+            TimeoutError: ``deadline_s`` passed while waiting.
         """
         if self.maxsize <= 0:
             return
+        if deadline_s is None:
+            await self._wait_capacity(key, offset)
+            return
+        try:
+            async with asyncio.timeout(max(deadline_s - time.time(), 0.0)):
+                await self._wait_capacity(key, offset)
+        except TimeoutError:
+            raise TimeoutError(
+                f"stream {key!r}: no room for another chunk before the message's deadline "
+                f"(nobody fetched the {self.maxsize} already pending)"
+            ) from None
+
+    async def _wait_capacity(self, key: str, offset: int) -> None:
         generation = self.generation
         while True:
             if self.generation != generation:

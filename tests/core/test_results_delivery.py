@@ -146,6 +146,9 @@ async def test_results_nobody_fetches_stop_the_flow_instead_of_growing() -> None
         assert not flooding.done()
         held = flow._results.held
         assert held == flow._results.capacity == 2
+        health = flow.health()
+        assert health.status == "degraded"
+        assert (health.results_waiting, health.results_capacity) == (2, 2)
         assert sent <= 2 + 2 + 1 + 2 + 1  # held, Rookery floe, in the node, ingress, emit
         flooding.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -166,6 +169,8 @@ async def test_live_roundtrips_are_bounded_and_emit_waits_in_line() -> None:
         await flow.emit(make_msg("2"), trace_id="t2")
         third = await start(flow.emit(make_msg("3"), trace_id="t3"))
         assert not third.done()  # two roundtrips are live: the third waits
+        health = flow.health()
+        assert (health.status, health.roundtrips, health.roundtrip_limit) == ("degraded", 2, 2)
         gate.open()
         assert (await fetch(flow, trace_id="t1")).payload == "r:1"
         await within(third)

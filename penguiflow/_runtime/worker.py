@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import inspect
 import time
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .._events import (
@@ -321,7 +321,7 @@ class Worker:
             TypeError: the result is a coroutine the node never awaited (``node.unawaited``);
                 ``Node.invoke`` checks the general path's results, this the inline path's.
         """
-        if inspect.iscoroutine(result):
+        if type(result) is CoroutineType:  # the type cannot be subclassed
             raise unawaited(self.node, result)
         if self.trace_cancel_requested:
             return  # the node swallowed its trace's cancellation: its result is dropped

@@ -75,7 +75,10 @@ async def call_playbook(
         try:
             await flow.emit(parent_msg)
             async with asyncio.timeout(timeout):
-                item = await flow.fetch()
+                # Watched: by trace, so that the watcher's cancel ends this wait with
+                # TraceCancelled (the flag may be set by anyone, not only by a cancel that
+                # also cancels this call).
+                item = await (flow.fetch(trace_id=trace_id) if watcher else flow.fetch())
         except (TraceCancelled, asyncio.CancelledError):
             if trace_id is not None and flow._running:
                 await flow.cancel(trace_id)

@@ -51,3 +51,39 @@ async def test_a_playbook_factory_of_the_wrong_shape_is_named() -> None:
 
     with pytest.raises(TypeError, match=r"must return a \(flow, registry\) pair .* got PenguiFlow"):
         await call_playbook(bare_flow, make_msg("x"))
+
+
+async def test_a_flag_set_by_hand_ends_the_subflow_call_with_trace_cancelled() -> None:
+    """Spec 7.17 lets callers set a trace's flag themselves. The subflow watcher cancels the
+    subflow's work, and ``call_playbook`` raises ``TraceCancelled`` instead of waiting for a
+    result that cannot come; the parent's worker goes on to the next trace."""
+    import asyncio
+
+    from penguiflow.core import TraceCancelled
+
+    entered, outcomes = asyncio.Event(), []
+
+    async def stuck(msg: Any, ctx: Any) -> Any:
+        entered.set()
+        await asyncio.Event().wait()
+
+    def playbook() -> Any:
+        return PenguiFlow(node(stuck, "sub").to()), None
+
+    async def parent(msg: Any, ctx: Any) -> Any:
+        if msg.trace_id == "U":
+            return msg
+        try:
+            return await ctx.call_playbook(playbook, msg)
+        except TraceCancelled as error:
+            outcomes.append(error.trace_id)
+            raise
+
+    flow = PenguiFlow(node(parent, "p").to())
+    async with running(flow):
+        await flow.emit(make_msg("x", trace_id="T"))
+        await entered.wait()
+        flow._trace_events["T"].set()
+        await flow.emit(make_msg("y", trace_id="U"))
+        assert (await fetch(flow)).payload == "y"
+    assert outcomes == ["T"]

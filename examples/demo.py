@@ -34,7 +34,6 @@ Run it with ``python examples/demo.py``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -330,7 +329,4 @@ async def main() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # The live log shows every event; keep the runtime's own log records (the retried
-    # ConnectionError is logged with its traceback) off stderr.
-    logging.getLogger("penguiflow").addHandler(logging.NullHandler())
     asyncio.run(main())

@@ -12,7 +12,6 @@ Run it with ``python examples/resilience.py``.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from penguiflow import FlowError, FlowEvent, Headers, Message, Node, NodePolicy, create
@@ -73,7 +72,4 @@ async def main(cooldown_s: float = 0.2) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # The printout above tells the story; keep the runtime's own error records (each failed
-    # charge is logged with its traceback) off stderr.
-    logging.getLogger("penguiflow").addHandler(logging.NullHandler())
     asyncio.run(main())

@@ -3,6 +3,13 @@
 The runtime logs every event with ``extra=event.to_payload()``; these formatters make those
 fields visible, as JSON (``StructuredFormatter``) or as ``key=value`` pairs
 (``ExtraFormatter``).
+
+Importing the package gives the ``penguiflow`` logger a ``NullHandler``, as a library should:
+where records go is the application's choice. Without it, an application that configured no
+logging would get Python's last-resort output on stderr, a bare message and a traceback for
+every failed node attempt. Records still propagate, so ``logging.basicConfig()`` or any
+handler on the root logger shows them; ``configure_logging`` sets up the ``penguiflow``
+logger itself.
 """
 
 from __future__ import annotations
@@ -43,6 +50,17 @@ _STANDARD_FIELDS: frozenset[str] = frozenset(
 )
 _MAX_EXTRA_TEXT = 100
 _PLAIN_FORMAT = "%(levelname)s:%(name)s:%(message)s"
+_LIBRARY_LOGGER = "penguiflow"
+
+
+def _install_null_handler() -> None:
+    """Give the package's top logger a ``NullHandler`` (once, even if this module reloads)."""
+    library = logging.getLogger(_LIBRARY_LOGGER)
+    if not any(type(handler) is logging.NullHandler for handler in library.handlers):
+        library.addHandler(logging.NullHandler())
+
+
+_install_null_handler()
 
 
 def _extras(record: logging.LogRecord, standard: frozenset[str]) -> dict[str, Any]:
@@ -141,7 +159,7 @@ def configure_logging(
     *,
     structured: bool = False,
     include_extras: bool = True,
-    logger_name: str = "penguiflow",
+    logger_name: str = _LIBRARY_LOGGER,
 ) -> logging.Logger:
     """Send a logger's records to stderr in one of the formats above.
 

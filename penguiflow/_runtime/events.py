@@ -34,6 +34,11 @@ _LEVEL_CACHE: dict[int, bool] | None = getattr(logger, "_cache", None)
 
 ExcInfo = BaseException | None
 
+# An event's log message: its type, then the node, trace and attempt, so that a plain
+# ``logging.basicConfig()`` line says which node and trace it is about (the record's
+# ``event``, ``node_name``, ``trace_id``... attributes carry the same facts for formatters).
+_LOG_LINE: Final = "%s node=%s trace=%s attempt=%s"
+
 
 class Observers(enum.IntEnum):
     """Who observes the events of a node's ordinary handling of an item (``observers``)."""
@@ -209,7 +214,16 @@ class EventSink:
             level = EVENT_LEVELS.get(event.event_type, logging.INFO)
         if logger.isEnabledFor(level):
             exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
-            logger.log(level, event.event_type, extra=event.to_payload(), exc_info=exc_info)
+            logger.log(
+                level,
+                _LOG_LINE,
+                event.event_type,
+                event.node_name,
+                event.trace_id,
+                event.attempt,
+                extra=event.to_payload(),
+                exc_info=exc_info,
+            )
         if self.store is not None:
             await self._save(event)
         for middleware in list(self.middlewares):

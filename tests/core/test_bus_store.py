@@ -232,7 +232,7 @@ async def test_record_remote_event_emits_a_custom_event(
     )
     assert (ev.attempt, ev.latency_ms, ev.outgoing_edges) == (0, 12.5, 1)
     assert dict(ev.extra) == {"agent": "x"}
-    [record] = [r for r in caplog.records if r.getMessage() == "remote_call_start"]
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "remote_call_start"]
     assert record.levelno == logging.WARNING
     assert record.agent == "x"
 

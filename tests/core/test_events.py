@@ -72,7 +72,9 @@ async def test_log_records_carry_level_message_and_payload(
         await fetch(flow)
     events = rec.select(trace_id="t1")
     records = [r for r in core_records(caplog) if getattr(r, "trace_id", None) == "t1"]
-    assert [r.getMessage() for r in records] == [ev.event_type for ev in events]
+    assert [r.getMessage() for r in records] == [
+        f"{ev.event_type} node=a trace=t1 attempt={ev.attempt}" for ev in events
+    ]
     for record, ev in zip(records, events, strict=True):
         assert record.levelno == LEVELS[ev.event_type]
         payload = ev.to_payload()
@@ -110,7 +112,7 @@ async def test_failure_events_levels_extras_and_exc_info(
         "node_error",
         "node_failed",
     ]
-    by_type = {r.getMessage(): r for r in core_records(caplog)}
+    by_type = {r.event: r for r in core_records(caplog)}
     for name in ("node_error", "node_failed"):
         assert by_type[name].levelno == logging.ERROR
         assert by_type[name].exc_info is not None
@@ -130,7 +132,7 @@ async def test_node_cancelled_is_logged_at_debug(caplog: pytest.LogCaptureFixtur
     async with running(flow):
         await flow.emit("warm-up")
         await fetch(flow)
-    cancelled = [r for r in core_records(caplog) if r.getMessage() == "node_cancelled"]
+    cancelled = [r for r in core_records(caplog) if r.event == "node_cancelled"]
     assert len(cancelled) == 1
     assert cancelled[0].levelno == logging.DEBUG
     assert cancelled[0].node_name == "a"
@@ -146,7 +148,7 @@ async def test_dispatch_order_is_log_then_store_then_middlewares(
     class Handler(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             if getattr(record, "trace_id", None) == "t1":
-                order.append(("log", record.getMessage()))
+                order.append(("log", record.event))
 
     class Store:
         async def save_event(self, event: Any) -> None:
@@ -256,7 +258,7 @@ async def test_timeout_event_is_a_warning_with_exc_info(
     async with running(flow):
         await flow.emit(make_msg("x", trace_id="t1"))
         await fetch(flow)
-    [record] = [r for r in core_records(caplog) if r.getMessage() == "node_timeout"]
+    [record] = [r for r in core_records(caplog) if r.event == "node_timeout"]
     assert record.levelno == logging.WARNING
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], TimeoutError)

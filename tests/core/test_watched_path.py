@@ -195,6 +195,6 @@ async def test_info_logging_alone_logs_node_success_inline(
         await flow.emit(make_msg("x", trace_id="T"))
         await fetch(flow)
         await settled(flow)
-    logged = [(r.getMessage(), r.trace_id, r.trace_pending) for r in caplog.records]
+    logged = [(r.event, r.trace_id, r.trace_pending) for r in caplog.records]
     assert ("node_success", "T", 2) in logged
     assert all(message != "node_start" for message, _, _ in logged)

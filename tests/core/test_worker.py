@@ -493,7 +493,7 @@ async def test_exceptions_logged_with_exc_info(caplog: pytest.LogCaptureFixture)
     async with running(flow):
         await flow.emit(make_msg("x", trace_id="t1"))
         assert isinstance(await fetch(flow), FlowError)  # delivered after node_failed
-    records = {r.getMessage(): r for r in caplog.records if r.name == "penguiflow.core"}
+    records = {r.event: r for r in caplog.records if r.name == "penguiflow.core"}
     for name in ("node_error", "node_failed"):
         record = records[name]
         assert record.exc_info is not None

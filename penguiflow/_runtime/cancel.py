@@ -76,12 +76,14 @@ class Canceller:
             await self.sink.emit(
                 TRACE_CANCEL_START, self.opensea, trace_id, extra={"pending": record.pending}
             )
-        ended: TraceEnd | None = None
-        for _item in self._purge(trace_id):
-            ended = traces.release(trace_id) or ended
+        # Running invocations first: one of them may wait to push a result onto a Rookery
+        # floe, and the purge below frees room there, which would let that result in.
         for worker in self.workers:
             worker.cancel_trace(trace_id)
         self.owner.cancel_trace(trace_id)
+        ended: TraceEnd | None = None
+        for _item in self._purge(trace_id):
+            ended = traces.release(trace_id) or ended
         if ended is not None:
             await self.lifecycle.ended(trace_id, ended)
         return True

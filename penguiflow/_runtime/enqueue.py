@@ -95,14 +95,16 @@ class Enqueuer:
         """Push ``item`` onto every floe at once if all have room; else do nothing.
 
         Returns:
-            Whether it did. False when a floe is full, a bus is set, or the item has no
-            trace id while trace-scoped fetching is on (it may need a tag).
+            Whether it did. False when a floe is full or named twice, a bus is set, or the
+            item has no trace id while trace-scoped fetching is on (it may need a tag).
         """
         if self.bus is not None:
             return False
         for floe in floes:
             if not floe.has_room():
                 return False
+        if len(floes) > 1 and len(set(floes)) < len(floes):
+            return False  # the same floe twice (``to=[b, b]``): one room check is not enough
         trace_id = getattr(item, "trace_id", None)
         if trace_id is None and self.tagger is not None:
             return False

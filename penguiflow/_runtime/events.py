@@ -140,11 +140,19 @@ class EventSink:
         self.templates: dict[tuple[Node | Endpoint, Context], EventTemplate] = {}
 
     def template(self, owner: Node | Endpoint, ctx: Context) -> EventTemplate:
-        """Return the template of events about ``owner`` read from ``ctx``."""
-        key = (owner, ctx)
-        found = self.templates.get(key)
+        """Return the template of events about ``owner`` read from ``ctx``.
+
+        Templates of the flow's own contexts are kept (see ``keep``); others (a context a
+        caller made for ``record_remote_event``) are built for the one event.
+        """
+        found = self.templates.get((owner, ctx))
         if found is None:
-            found = self.templates[key] = EventTemplate(owner, ctx, self.traces, self.maxsize)
+            return EventTemplate(owner, ctx, self.traces, self.maxsize)
+        return found
+
+    def keep(self, owner: Node | Endpoint, ctx: Context) -> EventTemplate:
+        """Build and keep the template of one of the flow's own contexts."""
+        found = self.templates[owner, ctx] = EventTemplate(owner, ctx, self.traces, self.maxsize)
         return found
 
     def wants(self, level: int) -> bool:

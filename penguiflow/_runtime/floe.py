@@ -124,7 +124,8 @@ class Floe(Generic[T]):
         source: The producing node or endpoint (None for a floe outside a graph).
         target: The consuming node or endpoint (None for a floe outside a graph).
         items: The queued items, oldest first. Read it for depths; never change it.
-        listener: Called after every push (see ``ReadySignal``); set through ``listen``.
+        listener: Called after every push, and when a producer starts waiting (see
+            ``ReadySignal``, ``Results``); set through ``listen``.
     """
 
     __slots__ = (
@@ -201,10 +202,13 @@ class Floe(Generic[T]):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         producer = _Producer(future, item, entered)
         self._producers.append(producer)
+        listener = self.listener
+        if listener is not None:
+            listener()  # a consumer may want to know who waits (see ``divert_waiting``)
         try:
             await future
         except BaseException:
-            if future.done() and not future.cancelled():
+            if future.done() and not future.cancelled() and future.exception() is None:
                 self._resumed()  # admitted, then cancelled: the item stays delivered
             else:
                 future.cancel()
@@ -271,6 +275,27 @@ class Floe(Generic[T]):
             self._admit_producers()
         return removed
 
+    def divert_waiting(self, predicate: Callable[[T], bool]) -> list[T]:
+        """Take the items of waiting producers for which ``predicate`` is true, and return them.
+
+        Each such producer is served as if its item had entered and been taken at once (its
+        ``entered`` runs, its ``push`` returns); the others keep their place in line.
+        """
+        taken: list[T] = []
+        kept: deque[_Producer] = deque()
+        for producer in self._producers:
+            if producer.future.done() or not predicate(producer.item):
+                kept.append(producer)
+                continue
+            self._resuming += 1
+            if producer.entered is not None:
+                producer.entered()
+            producer.future.set_result(None)
+            taken.append(producer.item)
+        if taken:
+            self._producers = kept
+        return taken
+
     def clear(self) -> list[T]:
         """Remove and return every queued item; waiting producers then move in, in order."""
         removed = list(self.items)
@@ -289,6 +314,13 @@ class Floe(Generic[T]):
             self.items.extend(items)
             for _ in items:
                 self._wake_consumer()
+
+    def fail_producers(self, exc: BaseException) -> None:
+        """Make every producer waiting in ``push`` raise ``exc``; their items never enter."""
+        producers, self._producers = self._producers, deque()
+        for producer in producers:
+            if not producer.future.done():
+                producer.future.set_exception(exc)
 
     def fail_consumers(self, exc: BaseException) -> None:
         """Make every consumer waiting in ``pop`` raise ``exc``.

@@ -104,6 +104,8 @@ class PenguiFlow:
         sink = self._events = EventSink(
             traces=traces, middlewares=self._middlewares, store=state_store, maxsize=queue_maxsize
         )
+        for each, ctx in self._contexts.items():
+            sink.keep(each, ctx)
         # The only Rookery floe, when there is exactly one: fetch() reads it directly.
         self._egress = rookery._all_in[0] if len(rookery._all_in) == 1 else None
         self._inner_floes = [floe for floe in wiring.floes if floe.target is not ROOKERY]
@@ -313,9 +315,10 @@ class PenguiFlow:
         sent: tuple[Floe[Any], ...] = ()
         fresh = self._lifecycle.is_new(msg)
         try:
-            sent = self._ingress(msg, to)
-            if not self._enqueuer.try_put(sent, msg):
-                await self._enqueuer.put(sent, msg)
+            floes = self._ingress(msg, to)
+            if not self._enqueuer.try_put(floes, msg):
+                await self._enqueuer.put(floes, msg)
+            sent = floes  # only now: cancelled while waiting for room, nothing was sent
         finally:
             if not sent and inbox.fetchers == 0:
                 results.unsubscribe(trace_id)

@@ -265,17 +265,32 @@ class Results:
             while moved:
                 moved = False
                 for floe in self.sources:
-                    if floe.items and self._has_room_for(floe.items[0]):
+                    if not floe.items:
+                        continue
+                    if self._has_room_for(floe.items[0]):
                         self._place(floe.pop_nowait())
                         moved = True
+                    else:
+                        # Held back behind a result for nobody: a live caller's results
+                        # further down the floe, or still waiting for room on it, come out
+                        # all the same.
+                        live = floe.remove_where(self._is_live)
+                        live.extend(floe.divert_waiting(self._is_live))
+                        for item in live:
+                            self._place(item)
+                        moved = moved or bool(live)
         finally:
             self._sorting = False
 
-    def _has_room_for(self, item: Any) -> bool:
-        """Whether ``item`` may come out of the Rookery now (evicting if that makes room)."""
+    def _is_live(self, item: Any) -> bool:
+        """Whether ``item`` is for a caller that has not gone away."""
         trace_id = trace_of(item)
         inbox = self.inboxes.get(trace_id) if trace_id is not None else None
-        if inbox is not None and inbox.expiry is None:
+        return inbox is not None and inbox.expiry is None
+
+    def _has_room_for(self, item: Any) -> bool:
+        """Whether ``item`` may come out of the Rookery now (evicting if that makes room)."""
+        if self._is_live(item):
             return True  # a live caller's: never held back
         capacity = self.capacity
         return not capacity or self.held < capacity or self._evict()

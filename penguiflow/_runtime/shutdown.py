@@ -29,9 +29,12 @@ async def drain(
 ) -> None:
     """Empty every floe into a node, saying how many items each one dropped.
 
-    One ``floe_drained`` event per non-empty floe, at its target.
+    One ``floe_drained`` event per non-empty floe, at its target. A put still waiting for
+    room (an ``emit`` from outside the flow) raises ``RuntimeError``; its item never enters.
     """
+    stopped = RuntimeError("PenguiFlow stopped while a put waited for room")
     for floe in floes:
+        floe.fail_producers(stopped)  # first, so that clearing lets none of them in
         dropped = floe.clear()
         if dropped:
             assert floe.target is not None

@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-__all__ = ["TaskOwner"]
+__all__ = ["RECANCEL_S", "TaskOwner"]
+
+RECANCEL_S = 0.1
+"""How often ``shutdown`` cancels again a task that swallowed its cancellation."""
 
 
 class TaskOwner:
@@ -79,8 +82,14 @@ class TaskOwner:
         for task in cancelled:
             task.cancel()
         pending = cancelled + [t for t in self.publishes if not t.get_loop().is_closed()]
-        if pending:
-            await asyncio.wait(pending)
+        while pending:
+            # A node that swallows its CancelledError keeps its worker going: cancel again,
+            # for as long as it takes, rather than let stop() wait for good.
+            _done, still = await asyncio.wait(pending, timeout=RECANCEL_S)
+            for task in still:
+                if task in cancelled:
+                    task.cancel()
+            pending = list(still)
         for task in cancelled:
             if not task.cancelled() and task.exception() is not None:
                 # A task that raised instead of being cancelled: say so rather than lose it.

@@ -126,7 +126,12 @@ async def execute(
         await _reject(worker, trace_id, breaker.retry_after(loop.time()))
         return _FAILED
     admission = _Admission(breaker, ticket)
-    outcome = await _attempts(worker, item, trace_id, None, admission)
+    outcome = _CANCELLED
+    try:
+        outcome = await _attempts(worker, item, trace_id, None, admission)
+    finally:
+        if outcome is not _FAILED:
+            admission.release()  # cancelled before any call ended: it counts for nothing
     if outcome is _FAILED:
         await admission.settle(worker, ok=False)  # unless a call succeeded, routing failed
     return outcome
@@ -149,6 +154,12 @@ class _Admission:
         self.breaker = breaker
         self.ticket: int | None = ticket
         """The breaker's ticket, until the outcome is recorded."""
+
+    def release(self) -> None:
+        """Give the admission back unrecorded (a half-open breaker's trial place included)."""
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None:
+            self.breaker.release(ticket)
 
     async def settle(self, worker: Runner, *, ok: bool) -> None:
         """Record the outcome (the first time only) and announce a transition it caused."""
@@ -250,12 +261,18 @@ class _Called:
 
 
 async def _call(worker: Runner, item: Any) -> _Called:
-    """Call the node once, within the policy's timeout."""
-    policy = worker.policy
+    """Call the node once, within the policy's timeout, validating per the policy."""
+    policy, node, registry = worker.policy, worker.node, worker.registry
+    if policy.timeout_s is None and (registry is None or policy.validate == "none"):
+        return _Called(await node.func(item, worker.ctx))  # nothing to add: no coroutine more
     async with asyncio.timeout(policy.timeout_s):
-        result = await worker.node.invoke(
-            item, worker.ctx, registry=worker.registry, validate=policy.validate
-        )
+        if policy.validate == node.policy.validate:
+            # The contract's signature, which subclasses may override.
+            result = await node.invoke(item, worker.ctx, registry=registry)
+        else:  # the policy changed since run(): this run keeps the mode it started with
+            result = await node.invoke(
+                item, worker.ctx, registry=registry, validate=policy.validate
+            )
     return _Called(result)
 
 

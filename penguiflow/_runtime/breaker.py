@@ -70,6 +70,14 @@ class Breaker:
             self.trials += 1
         return self.generation, transition
 
+    def release(self, ticket: int) -> None:
+        """Forget an admitted call that ended without an outcome (its trace was cancelled).
+
+        A half-open breaker gets the trial place back, so that another call can try.
+        """
+        if ticket == self.generation and self.state == "half_open" and self.trials > 0:
+            self.trials -= 1
+
     def record(self, ticket: int, ok: bool, now: float) -> str | None:
         """Record a message's outcome; return the transition event it caused, if any."""
         if ticket != self.generation:

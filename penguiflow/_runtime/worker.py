@@ -185,7 +185,11 @@ class Worker:
         ):
             return False
         self.trace_cancel_requested = True
-        task.cancel()
+        if task is not asyncio.current_task():
+            task.cancel()
+        # else the node cancels its own trace: there is no await to interrupt (and before
+        # Python 3.13 uncancel() would not take back a cancel the task sent itself); the
+        # mark alone makes the loop drop the node's result, as for a swallowed cancel.
         return True
 
     async def run(self) -> None:
@@ -275,7 +279,7 @@ class Worker:
 
         Returns:
             None for the general path: the node cannot run inline, the item has no trace
-            (or one nobody counted), a deadline, or a cancelled trace.
+            (or one nobody counted), a deadline that has passed, or a cancelled trace.
         """
         if type(item) is Message:
             trace_id: str | None = item.trace_id
@@ -284,7 +288,7 @@ class Worker:
             trace_id = trace_of(item)
             deadline = None if not isinstance(item, Message) else item.deadline_s
         self.trace_id = trace_id
-        if not self.inline or trace_id is None or deadline is not None:
+        if not self.inline or trace_id is None or (deadline is not None and _expired(deadline)):
             return None
         traces = self.traces
         if traces.flags.holds_events:  # else no trace has a flag that could be set
@@ -418,3 +422,7 @@ class Worker:
         trace_id = trace_of(item)
         await self.sink.emit(WORKER_RESTARTED, self.ctx, trace_id, extra={"exception": repr(exc)})
         await self.lifecycle.release(trace_id)
+
+
+def _expired(deadline_s: float) -> bool:
+    return time.time() > deadline_s

@@ -123,3 +123,37 @@ async def test_events_about_foreign_contexts_leave_no_cache_behind() -> None:
             )
     assert len(rec.select("remote_call")) == 50
     assert len(flow._events.templates) == kept
+
+
+async def test_a_node_that_cancels_its_own_trace_leaves_its_worker_alive() -> None:
+    async def a(msg: Any, ctx: Any) -> Any:
+        if msg.payload == "stop-me":
+            await ctx.runtime.cancel(msg.trace_id)
+        return msg
+
+    rec = Recorder()
+    flow = PenguiFlow(node(a, "a").to(), middlewares=[rec])
+    async with running(flow):
+        await flow.emit(make_msg("stop-me", trace_id="T"))
+        await rec.wait_for("trace_cancel_finish", trace_id="T")
+        await flow.emit(make_msg("next", trace_id="T2"))
+        assert (await fetch(flow)).payload == "next"  # nothing of T reached the Rookery
+        assert flow.health().nodes[0].workers_alive == 1
+
+
+async def test_a_node_subclass_with_the_contracts_invoke_signature_runs_the_general_path() -> None:
+    from penguiflow.node import Node, NodePolicy
+
+    calls: list[str] = []
+
+    class TracedNode(Node):
+        async def invoke(self, message: Any, ctx: Any, *, registry: Any) -> Any:
+            calls.append(message.payload)
+            return await Node.invoke(self, message, ctx, registry=registry)
+
+    traced = TracedNode(echo, name="n", policy=NodePolicy(timeout_s=5, validate="none"))
+    flow = PenguiFlow(traced.to())
+    async with running(flow):
+        await flow.emit(make_msg("hi", trace_id="T"))
+        assert (await fetch(flow)).payload == "hi"
+    assert calls == ["hi"]

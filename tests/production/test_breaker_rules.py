@@ -162,3 +162,37 @@ async def test_a_cancelled_message_is_not_a_breaker_failure(reaction: str) -> No
         assert transitions(rec) == []
         assert flow.health().nodes[0].breaker == "closed"
     assert calls == ["held", "next"]
+
+
+@pytest.mark.looptime
+async def test_a_cancelled_half_open_trial_gives_its_place_back() -> None:
+    """The trial's trace is cancelled mid-call: the breaker stays half-open but lets the
+    next call try, instead of turning every later message away."""
+    import asyncio
+
+    from penguiflow.errors import FlowError
+
+    held = asyncio.Event()
+
+    async def body(msg: Any, ctx: Any) -> Any:
+        if msg.payload == "bad":
+            raise RuntimeError("down")
+        if msg.payload == "trial":
+            held.set()
+            await asyncio.Event().wait()
+        return msg
+
+    flow = PenguiFlow(
+        node(body, "svc", breaker=BreakerPolicy(failures=1, cooldown_s=1.0)).to(),
+        emit_errors_to_rookery=True,
+    )
+    async with running(flow):
+        await flow.emit(make_msg("bad", trace_id="t-bad"))
+        assert isinstance(await fetch(flow), FlowError)
+        await asyncio.sleep(2.0)  # virtual: past the cool-down
+        await flow.emit(make_msg("trial", trace_id="t-trial"))
+        await held.wait()
+        assert await flow.cancel("t-trial") is True
+        await flow.emit(make_msg("ok", trace_id="t-ok"))
+        assert (await fetch(flow)).payload == "ok"
+        assert flow.health().nodes[0].breaker == "closed"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, final
 
 from pydantic import TypeAdapter
@@ -213,16 +212,6 @@ _MAX_BUCKETS: Final = "max_buckets"
 _CANCELLED_OR_STOPPED: Final = "cancelled_or_stopped"
 
 
-@dataclass(slots=True, eq=False)
-class _Bucket:
-    """The items of one trace that one join node has gathered so far."""
-
-    items: list[Any] = field(default_factory=list)
-    """In arrival order."""
-    watcher: asyncio.Task[None] | None = None
-    """Set once the bucket outlives its trace's pending items (see ``_Join``)."""
-
-
 async def _idle() -> None:
     """Wait until cancelled: the body of a watcher task."""
     await asyncio.get_running_loop().create_future()
@@ -232,68 +221,62 @@ async def _idle() -> None:
 class _Join:
     """The buckets of one ``join_k`` node, oldest first, and what drops them.
 
-    Design note. A bucket lives until its k-th item arrives, its trace is cancelled, the flow
-    stops, or ``max_buckets`` newer ones push it out. While the bucket's trace has items
-    pending, the trace registry's end-of-trace callback watches it: an end by cancellation or
-    by ``stop()`` (which forgets traces that still have items pending) drops it. An ordinary
-    end leaves it waiting for later emits of the same trace, so it gets a watcher: an idle task
-    registered with the flow for the trace (``register_external_task``), which ``cancel()`` of
-    the trace and ``stop()`` cancel, and whose end drops the bucket. A fan-in that completes
-    within its trace, the common case, thus costs no task.
+    Design note. A bucket (the list of a trace's items so far) lives until its k-th item
+    arrives, its trace is cancelled, the flow stops, or ``max_buckets`` newer ones push it out.
+    While the bucket's trace has items pending, an end-of-trace callback in the flow's trace
+    registry (``_TraceEnd``) watches it: an end by cancellation or by ``stop()`` drops it. An
+    ordinary end leaves it waiting for later emits of the same trace, so it gets a watcher: an
+    idle task registered with the flow for the trace (``register_external_task``), which
+    ``cancel()`` of the trace and ``stop()`` cancel, and whose end drops the bucket. A fan-in
+    that completes within its trace, the common case, costs one list and one callback object.
     """
 
-    __slots__ = ("buckets", "max_buckets", "name")
+    __slots__ = ("buckets", "max_buckets", "name", "watchers")
 
     def __init__(self, name: str, max_buckets: int) -> None:
         self.name = name
         self.max_buckets = max_buckets
-        self.buckets: dict[str, _Bucket] = {}
+        self.buckets: dict[str, list[Any]] = {}
+        self.watchers: dict[str, asyncio.Task[None]] = {}
+        """The watcher of each bucket that outlived its trace's pending items."""
 
-    def open(self, trace_id: str, ctx: object) -> tuple[_Bucket, tuple[str, int] | None]:
+    def open(self, trace_id: str, ctx: object) -> tuple[list[Any], tuple[str, int] | None]:
         """Start the bucket of ``trace_id``, pushing out the oldest one if over the bound.
 
         Returns:
             The new bucket, and the (trace id, item count) of the bucket pushed out, if any.
         """
-        bucket = self.buckets[trace_id] = _Bucket()
-        self._watch_trace(trace_id, bucket, ctx)
+        bucket: list[Any] = []
+        self.buckets[trace_id] = bucket
+        runtime: Runtime | None = getattr(ctx, "runtime", None)
+        traces = getattr(runtime, "_traces", None)  # the flow's TraceRegistry
+        # Outside a running flow (e.g. a unit test calling the node) there is no trace to hear.
+        if runtime is not None and traces is not None:
+            record = traces.records.get(trace_id)
+            if record is not None:
+                traces.on_end(trace_id, _TraceEnd(self, trace_id, bucket, runtime, record))
         if len(self.buckets) <= self.max_buckets:
             return bucket, None
         oldest_trace = next(iter(self.buckets))
-        oldest = self._remove(oldest_trace)
-        return bucket, (oldest_trace, len(oldest.items))
+        return bucket, (oldest_trace, len(self.remove(oldest_trace)))
 
-    def close(self, trace_id: str) -> list[Any]:
-        """Remove the complete bucket of ``trace_id`` and return its items."""
-        return self._remove(trace_id).items
+    def remove(self, trace_id: str) -> list[Any]:
+        """Remove the bucket of ``trace_id`` (and its watcher) and return its items."""
+        watcher = self.watchers.pop(trace_id, None) if self.watchers else None
+        if watcher is not None:
+            watcher.cancel()  # its end finds the bucket gone and does nothing
+        return self.buckets.pop(trace_id)
 
-    def _remove(self, trace_id: str) -> _Bucket:
-        bucket = self.buckets.pop(trace_id)
-        if bucket.watcher is not None:
-            bucket.watcher.cancel()  # its end finds the bucket gone and does nothing
-        return bucket
-
-    def _watch_trace(self, trace_id: str, bucket: _Bucket, ctx: object) -> None:
-        """Hear of the end of the trace's pending items; nothing to hear outside a flow."""
-        runtime: Runtime | None = getattr(ctx, "runtime", None)
-        traces = getattr(runtime, "_traces", None)  # the flow's TraceRegistry
-        if runtime is None or traces is None or (record := traces.records.get(trace_id)) is None:
-            return  # called outside a running flow (e.g. a unit test): no trace to follow
-
-        def ended() -> None:
-            self._trace_ended(trace_id, bucket, record, runtime)
-
-        traces.on_end(trace_id, ended)
-
-    def _trace_ended(
-        self, trace_id: str, bucket: _Bucket, record: TraceRecord, runtime: Runtime
+    def trace_ended(
+        self, trace_id: str, bucket: list[Any], cancelled: bool, runtime: Runtime
     ) -> None:
+        """The trace of ``bucket`` has nothing pending any more: drop or keep the bucket."""
         if self.buckets.get(trace_id) is not bucket:
             return  # completed or pushed out meanwhile
         # Cancelled: drop. The flow stopping (its record is forgotten by ``stop()``, or the
         # trace ends as ``stop()`` cancels the flow's tasks): drop too, since a watcher started
         # now would outlive the flow. Else the trace merely has nothing pending: keep.
-        if record.cancel_announced or not runtime.health().running:
+        if cancelled or not runtime.health().running:
             self._drop(trace_id)
             return
         watcher = asyncio.get_running_loop().create_task(
@@ -302,19 +285,49 @@ class _Join:
         # A done callback, not a ``finally`` in the task: a task cancelled before its first
         # step never runs its body.
         watcher.add_done_callback(lambda _: self._watcher_done(trace_id, bucket))
-        bucket.watcher = watcher
+        self.watchers[trace_id] = watcher
         runtime.register_external_task(trace_id, watcher)
 
-    def _watcher_done(self, trace_id: str, bucket: _Bucket) -> None:
+    def _watcher_done(self, trace_id: str, bucket: list[Any]) -> None:
         if self.buckets.get(trace_id) is bucket:
             self._drop(trace_id)
 
     def _drop(self, trace_id: str) -> None:
         """Drop a bucket whose trace was cancelled or whose flow stopped, and say so."""
-        dropped = len(self._remove(trace_id).items)
+        dropped = len(self.remove(trace_id))
         extra = {"event": JOIN_BUCKET_DROPPED, "node_name": self.name, "trace_id": trace_id}
         facts = {"dropped": dropped, "reason": _CANCELLED_OR_STOPPED}
         logger.debug(JOIN_BUCKET_DROPPED, extra={**extra, **facts})
+
+
+@final
+class _TraceEnd:
+    """The end-of-trace callback of one bucket, kept by the trace's record until it ends.
+
+    The record holds this callback and the callback the record: the call lets go of the
+    record, or each trace would leave a cycle that only the garbage collector frees.
+    """
+
+    __slots__ = ("bucket", "join", "record", "runtime", "trace_id")
+
+    def __init__(
+        self,
+        join: _Join,
+        trace_id: str,
+        bucket: list[Any],
+        runtime: Runtime,
+        record: TraceRecord,
+    ) -> None:
+        self.join = join
+        self.trace_id = trace_id
+        self.bucket = bucket
+        self.runtime = runtime
+        self.record: TraceRecord | None = record
+
+    def __call__(self) -> None:
+        record, self.record = self.record, None
+        cancelled = record is not None and record.cancel_announced
+        self.join.trace_ended(self.trace_id, self.bucket, cancelled, self.runtime)
 
 
 def join_k(name: str, k: int, *, max_buckets: int = DEFAULT_MAX_BUCKETS) -> Node:
@@ -359,8 +372,8 @@ def join_k(name: str, k: int, *, max_buckets: int = DEFAULT_MAX_BUCKETS) -> Node
         pushed_out = None
         if bucket is None:
             bucket, pushed_out = joins.open(trace_id, ctx)
-        bucket.items.append(message)
-        merged = _merged(joins.close(trace_id)) if len(bucket.items) >= k else None
+        bucket.append(message)
+        merged = _merged(joins.remove(trace_id)) if len(bucket) >= k else None
         if pushed_out is not None:
             await _report_pushed_out(ctx, node, *pushed_out, max_buckets)
         return merged

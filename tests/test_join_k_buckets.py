@@ -10,6 +10,7 @@ trace is heard through the flow's trace registry (``on_end``), registered right 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -279,3 +280,29 @@ def test_max_buckets_default_and_validation() -> None:
     assert DEFAULT_MAX_BUCKETS == 10_000
     with pytest.raises(ValueError, match="join_k 'j': max_buckets must be positive; got 0"):
         join_k("j", 2, max_buckets=0)
+
+
+async def test_a_joined_trace_leaves_no_reference_cycle() -> None:
+    """The end-of-trace callback of a bucket and the trace's record refer to each other
+    until the trace ends; after it, both must go by reference counting alone, or every
+    joined trace would leave garbage for the cyclic collector (a throughput cost)."""
+    from penguiflow.patterns import _TraceEnd
+
+    join = join_k("join", 2)
+    source = make_node("source", _echo)
+    left, right = make_node("left", _echo), make_node("right", _echo)
+    flow = create(source.to(left, right), left.to(join), right.to(join), join.to())
+    gc.collect()
+    gc.disable()
+    try:
+        flow.run()
+        try:
+            for index in range(20):
+                await flow.emit(make_msg(index, f"T{index}"))
+                async with asyncio.timeout(TIMEOUT):
+                    assert (await flow.fetch()).payload == [index, index]
+        finally:
+            await flow.stop()
+        assert [o for o in gc.get_objects() if type(o) is _TraceEnd] == []
+    finally:
+        gc.enable()

@@ -126,3 +126,43 @@ async def test_fairness_prints_every_figure_for_both_sides_and_every_producer_em
     for line, (label, flow, floor) in zip(lines[3:], rows, strict=True):
         assert line.split() == [*label.split(), *flow.split(), *floor.split()]
     assert rows[3][1] == "0"  # the flow's producers that never emitted
+
+
+@pytest.fixture
+def script(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Import a benchmark script by bare name; forget it and ``_common`` afterwards."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    imported: list[str] = []
+
+    def load(name: str) -> Any:
+        import importlib
+
+        imported.append(name)
+        return importlib.import_module(name)
+
+    yield load
+    for name in [*imported, "_common"]:
+        sys.modules.pop(name, None)
+
+
+async def test_roundtrip_reports_its_line_with_both_sides(script: Any) -> None:
+    roundtrip = script("roundtrip")
+    results = await roundtrip.main(callers=20, requests=100, rounds=1)
+    assert results["flow_per_s"] > 0
+    assert results["floor_per_s"] > 0
+    [(line, target, figures)] = roundtrip.rows(results)
+    assert line == "roundtrips, 20 callers, 100 requests"
+    assert target == ">= 0.5x floor requests/s"
+    assert figures.endswith("/s)")
+
+
+async def test_cancel_reports_the_cancels_and_the_drain(script: Any) -> None:
+    cancel = script("cancel")
+    results = await cancel.main(traces=50, rounds=1)
+    assert results["cancel_s"] > 0
+    assert results["drain_s"] >= 0
+    lines = [line for line, _, _ in cancel.rows(results)]
+    assert lines == [
+        "cancel 50 traces in flight",
+        "their queued items dropped as the worker reaches them",
+    ]

@@ -303,12 +303,14 @@ class PenguiFlow:
             return
         msg = _stamp(msg, _checked_trace(trace_id, "emit"))
         results = self._results
-        if trace_id not in results.inboxes:
+        if trace_id not in results.inboxes and results.must_wait():
             await results.admit()
-        token = await results.locks.acquire(trace_id)
-        if not self._is_running():  # stop() may have run while we waited
-            results.locks.release(trace_id, token)
-            raise RuntimeError(c.NOT_RUNNING)
+        token = results.locks.try_acquire(trace_id)
+        if token is None:
+            token = await results.locks.acquire(trace_id)
+            if not self._is_running():  # stop() may have run while we waited
+                results.locks.release(trace_id, token)
+                raise RuntimeError(c.NOT_RUNNING)
         inbox = results.subscribe(trace_id)
         inbox.token = token
         results.start()

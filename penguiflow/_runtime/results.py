@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._events import RESULTS_DROPPED
 from ..errors import TraceCancelled
+from ..types import Message
 from .enqueue import Tagged, trace_of
 from .floe import Floe
 
@@ -67,6 +68,14 @@ class KeyedLocks:
 
     def __init__(self) -> None:
         self._held: dict[str, tuple[object, list[asyncio.Future[object]]]] = {}
+
+    def try_acquire(self, key: str) -> object | None:
+        """Take the lock of ``key`` if it is free: its token, else None (then ``acquire``)."""
+        if key in self._held:
+            return None
+        token = object()
+        self._held[key] = (token, [])
+        return token
 
     async def acquire(self, key: str) -> object:
         """Wait for the lock of ``key``; cancellation leaves no claim behind."""
@@ -265,12 +274,10 @@ class Results:
             while moved:
                 moved = False
                 for floe in self.sources:
-                    if not floe.items:
-                        continue
-                    if self._has_room_for(floe.items[0]):
-                        self._place(floe.pop_nowait())
-                        moved = True
-                    else:
+                    items = floe.items
+                    while items and self._take_from(floe, items[0]):
+                        pass
+                    if items:
                         # Held back behind a result for nobody: a live caller's results
                         # further down the floe, or still waiting for room on it, come out
                         # all the same.
@@ -282,18 +289,24 @@ class Results:
         finally:
             self._sorting = False
 
+    def _take_from(self, floe: Floe[Any], head: Any) -> bool:
+        """Move ``head`` (the floe's oldest item) out if it may go now; tell whether it did."""
+        trace_id = head.trace_id if type(head) is Message else trace_of(head)
+        inbox = self.inboxes.get(trace_id) if trace_id is not None else None
+        if inbox is not None and inbox.expiry is None:  # a live caller's: never held back
+            inbox.floe.try_push(floe.pop_nowait())
+            return True
+        capacity = self.capacity
+        if capacity and self.held >= capacity and not self._evict():
+            return False
+        self._place(floe.pop_nowait())
+        return True
+
     def _is_live(self, item: Any) -> bool:
         """Whether ``item`` is for a caller that has not gone away."""
         trace_id = trace_of(item)
         inbox = self.inboxes.get(trace_id) if trace_id is not None else None
         return inbox is not None and inbox.expiry is None
-
-    def _has_room_for(self, item: Any) -> bool:
-        """Whether ``item`` may come out of the Rookery now (evicting if that makes room)."""
-        if self._is_live(item):
-            return True  # a live caller's: never held back
-        capacity = self.capacity
-        return not capacity or self.held < capacity or self._evict()
 
     def _place(self, item: Any) -> None:
         trace_id = trace_of(item)
@@ -334,6 +347,11 @@ class Results:
             del self._abandoned[trace_id]
             self.held -= inbox.floe.qsize()
         return inbox
+
+    def must_wait(self) -> bool:
+        """Whether a new subscription must wait in ``admit`` (cheap, for the common case)."""
+        limit = self.roundtrip_limit
+        return bool(limit) and (len(self.inboxes) >= limit or bool(self._admission))
 
     async def admit(self) -> None:
         """Wait, in line, while ``roundtrip_limit`` traces are subscribed.

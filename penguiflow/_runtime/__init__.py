@@ -1,7 +1,8 @@
 """The engine behind ``penguiflow.core``: private, one concept a module.
 
 How one message travels: ``floe`` -> ``worker`` -> ``enqueue`` (or ``routing``) -> ``floe``;
-how one result reaches its caller: the Rookery's floes -> ``roundtrip`` -> ``flow.fetch``.
+how one result reaches its caller: a Rookery floe -> ``results`` (sorted into its caller's inbox
+as it lands) -> ``flow.fetch``.
 
 - ``floe``: ``Floe``, a bounded FIFO edge that owns its state (deque, limit, waiters served in
   arrival order), and the ``ReadySignal`` a context reading several floes waits on. The seam
@@ -19,7 +20,8 @@ how one result reaches its caller: the Rookery's floes -> ``roundtrip`` -> ``flo
   per-node ``EventTemplate`` that builds every event.
 - ``lifecycle``: releasing items and what a trace's end means (journal, cancel finish).
 - ``cancel``: ``Canceller``, cancelling one trace while others carry on.
-- ``roundtrip``: trace-scoped emit/fetch: inboxes, the dispatcher, roundtrip locks.
+- ``results``: delivery to callers once trace-scoped fetching is on: per-trace inboxes,
+  roundtrip locks, bounds, callers that go away.
 - ``context``: the per-node handle for emit / fetch / streaming.
 - ``graph``: wiring adjacencies into nodes and floes; the cycle check.
 - ``breaker``, ``nodes``: a node's circuit breaker, last error and restarts.

@@ -71,7 +71,7 @@ class Enqueuer:
     Args:
         traces: Where items are counted.
         tag: Returns the tagged form of a trace-less Rookery-bound item, or None when it
-            needs no tag; None while no trace-scoped fetch is active (see ``roundtrip``).
+            needs no tag; None while no trace-scoped fetch is active (see ``results``).
         owner: Owns the publish tasks that ``put_nowait`` schedules.
         bus: Where every enqueue is mirrored, if set.
     """

@@ -3,7 +3,7 @@
 It owns no mechanism of its own: ``create()`` builds the collaborators (wiring from ``graph``,
 accounting from ``traces``, events from ``events``, enqueueing from ``enqueue``, routing from
 ``routing``, trace ends from ``lifecycle``, cancellation from ``cancel``, trace-scoped
-fetching from ``roundtrip``, tasks from ``tasks``), hands each one only the others it needs,
+fetching from ``results``, tasks from ``tasks``), hands each one only the others it needs,
 and its public methods delegate. Workers are built by ``run()``, from the policies the nodes
 have then.
 """

@@ -9,11 +9,13 @@ task: sorting costs a function call per result, and a caller's result is ready f
 step it is produced.
 
 Design note (bounds): a subscribed trace has a caller that will fetch its results, so its
-inbox takes them as they come. Results nobody has subscribed to (for plain ``fetch()``) and
-those of abandoned callers are *held* up to ``capacity`` (the Rookery floes' combined size);
-past it, they stay on the Rookery floes, which then fill, and producers wait: a flow whose
-results nobody fetches slows down to a stop instead of growing. Live roundtrips are bounded
-too: ``emit(trace_id=...)`` waits while ``roundtrip_limit`` traces are subscribed.
+inbox takes them as they come, up to ``capacity``; past it, that trace's results wait on the
+Rookery floe (others' pass them) and its producer waits. Results nobody has subscribed to
+(for plain ``fetch()``) and those of abandoned callers are *held* up to ``capacity`` (the
+Rookery floes' combined size); past it, they stay on the Rookery floes, which then fill, and
+producers wait: a flow whose results nobody fetches slows down to a stop instead of growing.
+Live roundtrips are bounded too: ``emit(trace_id=...)`` waits while ``roundtrip_limit``
+traces are subscribed.
 
 Design note (callers that go away): a trace is subscribed from ``emit(trace_id=T)`` until
 its ``fetch(trace_id=T)`` returns (then what is left goes to the shared floe, as the
@@ -293,20 +295,25 @@ class Results:
         """Move ``head`` (the floe's oldest item) out if it may go now; tell whether it did."""
         trace_id = head.trace_id if type(head) is Message else trace_of(head)
         inbox = self.inboxes.get(trace_id) if trace_id is not None else None
-        if inbox is not None and inbox.expiry is None:  # a live caller's: never held back
+        capacity = self.capacity
+        if inbox is not None and inbox.expiry is None:  # a live caller's, up to its bound
+            if capacity and len(inbox.floe.items) >= capacity:
+                return False
             inbox.floe.try_push(floe.pop_nowait())
             return True
-        capacity = self.capacity
         if capacity and self.held >= capacity and not self._evict():
             return False
         self._place(floe.pop_nowait())
         return True
 
     def _is_live(self, item: Any) -> bool:
-        """Whether ``item`` is for a caller that has not gone away."""
+        """Whether ``item`` is for a caller that has not gone away and has room for it."""
         trace_id = trace_of(item)
         inbox = self.inboxes.get(trace_id) if trace_id is not None else None
-        return inbox is not None and inbox.expiry is None
+        if inbox is None or inbox.expiry is not None:
+            return False
+        capacity = self.capacity
+        return not capacity or len(inbox.floe.items) < capacity
 
     def _place(self, item: Any) -> None:
         trace_id = trace_of(item)
@@ -417,6 +424,8 @@ class Results:
         inbox.fetchers -= 1
         if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
             self.unsubscribe(trace_id)
+        if self.capacity and any(floe.items for floe in self.sources):
+            self._sort()  # the inbox may have been full, holding results back
         return item
 
     async def take_any(self) -> Any:

@@ -199,3 +199,25 @@ async def test_cancelling_an_abandoned_trace_drops_its_held_results() -> None:
         assert flow._results.held == 0
         assert "T" not in flow._results.inboxes
         await settled(flow)
+
+
+async def test_a_callers_results_are_bounded_and_pass_nobody_else() -> None:
+    """A node floods the trace of a caller that does not fetch yet: its inbox holds the
+    Rookery's size, then its producer waits; another caller's results still get out."""
+
+    async def flood(msg: Any, ctx: Any) -> Any:
+        if msg.payload == "flood":
+            for i in range(1000):
+                await ctx.emit(msg.model_copy(update={"payload": i}))
+            return None
+        return await _label(msg, ctx)
+
+    flow = PenguiFlow(node(flood, "a", concurrency=2).to(), queue_maxsize=4)
+    async with running(flow):
+        await flow.emit(make_msg("flood"), trace_id="F")
+        while flow._traces.pending("F") < 4 + 4 + 1:  # inbox, Rookery floe, the input
+            await asyncio.sleep(0)
+        assert flow._results.inboxes["F"].floe.qsize() == flow._results.capacity == 4
+        assert await within(_roundtrip(flow, "other")) == "r:other"
+        assert [(await fetch(flow, trace_id="F")).payload for _ in range(10)] == list(range(10))
+        await flow.cancel("F")

@@ -150,12 +150,14 @@ class Floe(Generic[T]):
         # A limit of 0 stands for "unbounded" in the one comparison that uses it: a floe has
         # room while ``len(items) < limit or not limit``.
         self._limit = max(maxsize, 0)
-        self._producers: deque[_Producer] = deque()
+        # Both lines of waiters start as an empty tuple and become deques when someone first
+        # waits: most floes (a caller's inbox, say) never see a producer wait.
+        self._producers: deque[_Producer] | tuple[()] = ()
         # Producers whose item moved in but who have not resumed yet. While there are any,
         # a free slot is theirs to refill first: a push that did not wait in line is refused,
         # so the first producer to resume cannot take every slot the others freed.
         self._resuming = 0
-        self._consumers: deque[asyncio.Future[None]] = deque()
+        self._consumers: deque[asyncio.Future[None]] | tuple[()] = ()
         # Bumped by fail_consumers, so that a consumer woken but not yet resumed fails too.
         self._failures = 0
         self._failure: BaseException | None = None
@@ -201,7 +203,10 @@ class Floe(Generic[T]):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         producer = _Producer(future, item, entered)
-        self._producers.append(producer)
+        producers = self._producers
+        if not isinstance(producers, deque):
+            producers = self._producers = deque()
+        producers.append(producer)
         listener = self.listener
         if listener is not None:
             listener()  # a consumer may want to know who waits (see ``divert_waiting``)
@@ -213,7 +218,7 @@ class Floe(Generic[T]):
             else:
                 future.cancel()
                 with contextlib.suppress(ValueError):
-                    self._producers.remove(producer)
+                    producers.remove(producer)
             raise
         self._resumed()
 
@@ -250,13 +255,16 @@ class Floe(Generic[T]):
             if self._failures != failures and self._failure is not None:
                 raise self._failure
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._consumers.append(future)
+            consumers = self._consumers
+            if not isinstance(consumers, deque):
+                consumers = self._consumers = deque()
+            consumers.append(future)
             try:
                 await future
             except BaseException:
                 future.cancel()
                 with contextlib.suppress(ValueError):
-                    self._consumers.remove(future)
+                    consumers.remove(future)
                 if self.items and future.done() and not future.cancelled():
                     self._wake_consumer()  # pass on the wake-up this consumer received
                 raise
@@ -317,7 +325,7 @@ class Floe(Generic[T]):
 
     def fail_producers(self, exc: BaseException) -> None:
         """Make every producer waiting in ``push`` raise ``exc``; their items never enter."""
-        producers, self._producers = self._producers, deque()
+        producers, self._producers = self._producers, ()
         for producer in producers:
             if not producer.future.done():
                 producer.future.set_exception(exc)
@@ -330,7 +338,7 @@ class Floe(Generic[T]):
         """
         self._failures += 1
         self._failure = exc
-        consumers, self._consumers = self._consumers, deque()
+        consumers, self._consumers = self._consumers, ()
         for future in consumers:
             if not future.done():
                 future.set_exception(exc)

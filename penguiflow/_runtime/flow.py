@@ -400,7 +400,9 @@ class PenguiFlow:
             item = await self._rookery.fetch(from_)
         trace_id = getattr(item, "trace_id", None)
         if isinstance(trace_id, str):  # trace_of(), inlined
-            await self._lifecycle.release(trace_id)
+            end = self._traces.release(trace_id)  # inlined: TraceLifecycle.release
+            if end is not None:
+                await self._lifecycle.ended(trace_id, end)
         return item.item if isinstance(item, Tagged) else item
 
     async def fetch_any(self, from_: Target = None, *, trace_id: str | None = None) -> Any:

@@ -63,31 +63,31 @@ class KeyedLocks:
     """FIFO locks keyed by trace id; a key exists only while held.
 
     ``acquire`` returns a token; only the matching token releases, so a late release by a
-    finished roundtrip cannot free a lock that a newer roundtrip holds.
+    finished roundtrip cannot free a lock that a newer roundtrip holds. An uncontended lock
+    costs one dict entry (the token); a line of waiters is made only when someone waits.
     """
 
-    __slots__ = ("_held",)
+    __slots__ = ("_held", "_waiting")
 
     def __init__(self) -> None:
-        self._held: dict[str, tuple[object, list[asyncio.Future[object]]]] = {}
+        self._held: dict[str, object] = {}
+        self._waiting: dict[str, list[asyncio.Future[object]]] = {}
 
     def try_acquire(self, key: str) -> object | None:
         """Take the lock of ``key`` if it is free: its token, else None (then ``acquire``)."""
         if key in self._held:
             return None
-        token = object()
-        self._held[key] = (token, [])
+        token = self._held[key] = object()
         return token
 
     async def acquire(self, key: str) -> object:
         """Wait for the lock of ``key``; cancellation leaves no claim behind."""
-        held = self._held.get(key)
-        if held is None:
-            token = object()
-            self._held[key] = (token, [])
+        token = self.try_acquire(key)
+        if token is not None:
             return token
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        held[1].append(fut)
+        waiters = self._waiting.setdefault(key, [])
+        waiters.append(fut)
         try:
             return await fut
         except BaseException:
@@ -95,44 +95,47 @@ class KeyedLocks:
                 self.release(key, fut.result())
             else:
                 with contextlib.suppress(ValueError):
-                    held[1].remove(fut)
+                    waiters.remove(fut)
+                if not waiters and self._waiting.get(key) is waiters:
+                    del self._waiting[key]
             raise
 
     def release(self, key: str, token: object) -> None:
         """Release ``key`` if ``token`` holds it, handing it to the next waiter."""
-        held = self._held.get(key)
-        if held is None or held[0] is not token:
+        if self._held.get(key) is not token:
             return
-        waiters = held[1]
+        waiters = self._waiting.get(key)
         while waiters:
             fut = waiters.pop(0)
             if not fut.done():
-                new_token = object()
-                self._held[key] = (new_token, waiters)
+                new_token = self._held[key] = object()
+                if not waiters:
+                    del self._waiting[key]
                 fut.set_result(new_token)
                 return
+        self._waiting.pop(key, None)
         del self._held[key]
 
     def release_all(self) -> None:
         """Hand every lock to each of its waiters and forget them all (used by ``stop``)."""
-        for _token, waiters in self._held.values():
+        for waiters in self._waiting.values():
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(object())
         self._held.clear()
+        self._waiting.clear()
 
     def __len__(self) -> int:
         return len(self._held)
 
 
-class Inbox:
-    """Results of one subscribed trace, and who waits for them."""
+class Inbox(Floe[Any]):
+    """Results of one subscribed trace (a floe of its own), and who waits for them."""
 
-    __slots__ = ("expiry", "fetchers", "floe", "token")
+    __slots__ = ("expiry", "fetchers", "token")
 
     def __init__(self) -> None:
-        self.floe: Floe[Any] = Floe(None, None, maxsize=0)
-        """The trace's results, oldest first (bounded by ``Results.capacity`` overall)."""
+        super().__init__(None, None, maxsize=0)  # bounded by ``Results`` (see the notes)
         self.fetchers = 0
         """``fetch(trace_id=...)`` calls waiting on it."""
         self.token: object | None = None
@@ -231,8 +234,8 @@ class Results:
         leftovers = self.shared.clear()
         self.shared.fail_consumers(stopped)
         for trace_id, inbox in self.inboxes.items():
-            leftovers.extend(inbox.floe.clear())
-            inbox.floe.fail_consumers(
+            leftovers.extend(inbox.clear())
+            inbox.fail_consumers(
                 RuntimeError(f"PenguiFlow stopped while fetch(trace_id={trace_id!r}) waited")
             )
             if inbox.expiry is not None:
@@ -297,9 +300,9 @@ class Results:
         inbox = self.inboxes.get(trace_id) if trace_id is not None else None
         capacity = self.capacity
         if inbox is not None and inbox.expiry is None:  # a live caller's, up to its bound
-            if capacity and len(inbox.floe.items) >= capacity:
+            if capacity and len(inbox.items) >= capacity:
                 return False
-            inbox.floe.try_push(floe.pop_nowait())
+            inbox.try_push(floe.pop_nowait())
             return True
         if capacity and self.held >= capacity and not self._evict():
             return False
@@ -313,7 +316,7 @@ class Results:
         if inbox is None or inbox.expiry is not None:
             return False
         capacity = self.capacity
-        return not capacity or len(inbox.floe.items) < capacity
+        return not capacity or len(inbox.items) < capacity
 
     def _place(self, item: Any) -> None:
         trace_id = trace_of(item)
@@ -322,7 +325,7 @@ class Results:
             self.shared.try_push(item)  # unbounded: ``held`` bounds it
             self.held += 1
         else:
-            inbox.floe.try_push(item)
+            inbox.try_push(item)
             if inbox.expiry is not None:
                 self.held += 1
 
@@ -346,13 +349,13 @@ class Results:
             inbox = self.inboxes[trace_id] = Inbox()
             if self.shared.items:
                 claimed = self.shared.remove_where(lambda i: trace_of(i) == trace_id)
-                inbox.floe.put_back(claimed)
+                inbox.put_back(claimed)
                 self.held -= len(claimed)
         elif inbox.expiry is not None:
             inbox.expiry.cancel()
             inbox.expiry = None
             del self._abandoned[trace_id]
-            self.held -= inbox.floe.qsize()
+            self.held -= inbox.qsize()
         return inbox
 
     def must_wait(self) -> bool:
@@ -391,7 +394,7 @@ class Results:
         """Drop the inbox of ``trace_id``; what is left in it goes to the shared floe."""
         inbox = self.inboxes.get(trace_id)
         if inbox is not None:
-            leftovers = inbox.floe.clear()
+            leftovers = inbox.clear()
             self._forget(trace_id, inbox)
             self.shared.put_back(leftovers)
             self.held += len(leftovers)
@@ -412,7 +415,7 @@ class Results:
         self.start()
         inbox.fetchers += 1
         try:
-            item = await inbox.floe.pop()
+            item = await inbox.pop()
         except BaseException as error:
             inbox.fetchers -= 1
             if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
@@ -443,7 +446,7 @@ class Results:
         self.held -= len(purged)
         inbox = self.inboxes.get(trace_id)
         if inbox is not None:
-            mine = inbox.floe.clear()
+            mine = inbox.clear()
             if inbox.expiry is not None:
                 self.held -= len(mine)
             purged.extend(mine)
@@ -451,7 +454,7 @@ class Results:
                 self.locks.release(trace_id, inbox.token)
                 inbox.token = None
             if inbox.fetchers:
-                inbox.floe.fail_consumers(TraceCancelled(trace_id))
+                inbox.fail_consumers(TraceCancelled(trace_id))
             else:
                 self._forget(trace_id, inbox)
         if self.active:
@@ -467,7 +470,7 @@ class Results:
         loop = asyncio.get_running_loop()
         inbox.expiry = loop.call_later(ABANDONED_TTL_S, self._expire, trace_id, inbox)
         self._abandoned[trace_id] = inbox
-        self.held += inbox.floe.qsize()
+        self.held += inbox.qsize()
 
     def _expire(self, trace_id: str, inbox: Inbox) -> None:
         if self.inboxes.get(trace_id) is inbox and inbox.expiry is not None:
@@ -482,7 +485,7 @@ class Results:
         return False
 
     def _drop(self, trace_id: str, inbox: Inbox, reason: str) -> None:
-        items = inbox.floe.clear()
+        items = inbox.clear()
         self._forget(trace_id, inbox)
         self.held -= len(items)
         self.dropped += len(items)

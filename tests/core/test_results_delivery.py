@@ -76,7 +76,7 @@ async def test_a_caller_that_fetches_again_finds_its_results() -> None:
 async def settled_results(flow: PenguiFlow, trace_id: str) -> None:
     """Wait until the trace's inbox holds a result (it is produced within a few steps)."""
     async with asyncio.timeout(5):
-        while not flow._results.inboxes[trace_id].floe.qsize():
+        while not flow._results.inboxes[trace_id].qsize():
             await asyncio.sleep(0)
 
 
@@ -217,7 +217,7 @@ async def test_a_callers_results_are_bounded_and_pass_nobody_else() -> None:
         await flow.emit(make_msg("flood"), trace_id="F")
         while flow._traces.pending("F") < 4 + 4 + 1:  # inbox, Rookery floe, the input
             await asyncio.sleep(0)
-        assert flow._results.inboxes["F"].floe.qsize() == flow._results.capacity == 4
+        assert flow._results.inboxes["F"].qsize() == flow._results.capacity == 4
         assert await within(_roundtrip(flow, "other")) == "r:other"
         assert [(await fetch(flow, trace_id="F")).payload for _ in range(10)] == list(range(10))
         await flow.cancel("F")

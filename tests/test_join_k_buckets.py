@@ -130,19 +130,7 @@ async def test_cancel_drops_a_bucket_while_its_trace_runs(
         if event.event_type == "node_success" and event.node_name == "join":
             joined.set()
 
-    source = make_node("source", _echo)
-    fast_node, slow_node, join = (
-        make_node("fast", _echo),
-        make_node("slow", slow),
-        join_k("join", 2),
-    )
-    flow = create(
-        source.to(fast_node, slow_node),
-        fast_node.to(join),
-        slow_node.to(join),
-        join.to(),
-        middlewares=[watch],
-    )
+    flow = _fast_and_slow_into_a_join(slow, watch)
     flow.run()
     try:
         await flow.emit(make_msg("x", "T"))
@@ -205,19 +193,7 @@ async def test_stop_with_the_trace_in_flight_drops_the_bucket(
         if event.event_type == "node_success" and event.node_name == "join":
             joined.set()
 
-    source = make_node("source", _echo)
-    fast_node, slow_node, join = (
-        make_node("fast", _echo),
-        make_node("slow", slow),
-        join_k("join", 2),
-    )
-    flow = create(
-        source.to(fast_node, slow_node),
-        fast_node.to(join),
-        slow_node.to(join),
-        join.to(),
-        middlewares=[watch],
-    )
+    flow = _fast_and_slow_into_a_join(slow, watch)
     flow.run()
     try:
         await flow.emit(make_msg("x", "T"))
@@ -306,3 +282,20 @@ async def test_a_joined_trace_leaves_no_reference_cycle() -> None:
         assert [o for o in gc.get_objects() if type(o) is _TraceEnd] == []
     finally:
         gc.enable()
+
+
+def _fast_and_slow_into_a_join(slow: Any, watch: Any) -> Any:
+    """source -> (fast, slow) -> join_k("join", 2) -> Rookery, observed by ``watch``."""
+    source = make_node("source", _echo)
+    fast_node, slow_node, join = (
+        make_node("fast", _echo),
+        make_node("slow", slow),
+        join_k("join", 2),
+    )
+    return create(
+        source.to(fast_node, slow_node),
+        fast_node.to(join),
+        slow_node.to(join),
+        join.to(),
+        middlewares=[watch],
+    )

@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ..state import SupportsTraceLifecycle
+from ._base import DEFAULT_RETENTION_S
 from ._errors import (
     CorruptRecordError,
     IncompatibleStoreError,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .sqlite import SQLiteStore
 
 __all__ = [
+    "DEFAULT_RETENTION_S",
     "SCHEMA_VERSION",
     "Backoff",
     "BatchWriter",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-from typing import TYPE_CHECKING, Literal
+import math
+from typing import TYPE_CHECKING, Final, Literal
 
 from ._codec import encode_json
 from ._errors import StoreClosedError, WriteBufferFull
@@ -37,7 +38,10 @@ if TYPE_CHECKING:
 
     from ..state import RemoteBinding, StoredEvent
 
-__all__ = ["StoreBase", "binding_key"]
+__all__ = ["DEFAULT_RETENTION_S", "StoreBase", "binding_key"]
+
+DEFAULT_RETENTION_S: Final = 7 * 24 * 3600.0
+"""How long ``prune()`` keeps a finished trace after it ended, by default: 7 days, in seconds."""
 
 
 def binding_key(trace_id: str, context_id: str | None, task_id: str) -> str:
@@ -292,6 +296,38 @@ class StoreBase(abc.ABC):
         await self._settle()
         return await self._read_bindings(router_session_id)
 
+    # ----------------------------------------------------------------- retention
+
+    async def prune(self, older_than_s: float = DEFAULT_RETENTION_S) -> int:
+        """Remove the traces that ended more than ``older_than_s`` ago, with their data.
+
+        A trace is removed when its status is ``finished``, ``failed`` or ``cancelled`` and it
+        ended strictly before ``clock() - older_than_s``; its events and its remote bindings go
+        with it, in one transaction. A running trace is never removed, however old (recovery
+        needs it), nor are events saved without a trace id or for a trace never started.
+
+        Writes queued before the call are committed first, so a trace ended before the call
+        counts; writes queued after it are ordered against the removal by the backend's
+        transactions (a restarted trace is either kept, or removed and then recorded anew).
+
+        Args:
+            older_than_s: The age, in seconds since a trace ended, past which it is removed.
+
+        Returns:
+            How many traces were removed.
+
+        Raises:
+            ValueError: ``older_than_s`` is negative or not finite.
+            StoreClosedError: the store was closed.
+            StoreBrokenError: the writer task stopped before committing the earlier writes.
+        """
+        if not math.isfinite(older_than_s) or older_than_s < 0:
+            raise ValueError(
+                f"prune: older_than_s must be a finite number of seconds >= 0, got {older_than_s!r}"
+            )
+        await self._settle()
+        return await self._prune(self._clock() - older_than_s)
+
     async def _settle(self) -> None:
         if self._phase != "started":
             await self.start()
@@ -322,6 +358,13 @@ class StoreBase(abc.ABC):
     @abc.abstractmethod
     async def _read_binding(self, query: BindingQuery) -> RemoteBinding | None:
         """Return the most recently saved binding ``query`` selects."""
+
+    @abc.abstractmethod
+    async def _prune(self, cutoff: float) -> int:
+        """Remove, in one transaction, the ended traces last updated before ``cutoff``.
+
+        Their events and remote bindings go too; return how many traces were removed.
+        """
 
     @abc.abstractmethod
     async def _read_bindings(self, router_session_id: str) -> list[RemoteBinding]:

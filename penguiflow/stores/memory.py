@@ -118,6 +118,22 @@ class MemoryStore(StoreBase):
             if row is not None:
                 row.binding.is_terminal = True
 
+    async def _prune(self, cutoff: float) -> int:
+        # No await: a commit cannot interleave, so the removal is one step, as a transaction.
+        gone = {
+            trace_id
+            for trace_id, trace in self._traces.items()
+            if trace.status != "running" and trace.updated_at < cutoff
+        }
+        if not gone:
+            return 0
+        for trace_id in gone:
+            del self._traces[trace_id]
+            self._histories.pop(trace_id, None)
+        for key in [key for key, row in self._bindings.items() if row.binding.trace_id in gone]:
+            del self._bindings[key]
+        return len(gone)
+
     async def _read_history(self, trace_id: str) -> list[StoredEvent]:
         return [
             StoredEvent(

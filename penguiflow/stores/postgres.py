@@ -32,6 +32,7 @@ from ._rows import (
     trace_upsert_row,
 )
 from ._schema import KNOWN_TABLES, SCHEMA_META, VERSION_KEY, Migration, check_tables, plan
+from ._types import END_STATUSES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -122,6 +123,17 @@ _FIND_BINDING: Final = (
 )
 _LIST_BINDINGS: Final = (
     f"SELECT {BINDING_COLUMNS} FROM remote_bindings WHERE router_session_id = $1 ORDER BY seq"
+)
+# One statement, hence one transaction: the ended traces (through ``traces_by_status``), then
+# their events (``events_by_trace``) and bindings. Under READ COMMITTED a trace that a commit
+# restarts meanwhile is re-checked and kept; events committed after the statement began stay.
+_PRUNE: Final = (
+    "WITH gone AS (DELETE FROM traces WHERE status = ANY($2::text[]) AND updated_at < $1"
+    " RETURNING trace_id),"
+    " events_gone AS (DELETE FROM events WHERE trace_id IN (SELECT trace_id FROM gone)),"
+    " bindings_gone AS (DELETE FROM remote_bindings"
+    " WHERE trace_id IN (SELECT trace_id FROM gone))"
+    " SELECT count(*) FROM gone"
 )
 _INSPECT: Final = (
     "SELECT table_name, column_name FROM information_schema.columns"
@@ -287,6 +299,12 @@ class PostgresStore(StoreBase):
             columns=EVENT_COLUMNS,
             schema_name=self._schema,
         )
+
+    async def _prune(self, cutoff: float) -> int:
+        assert self._pool is not None, "prune runs only while the store is open"
+        ((removed,),) = await self._pool.fetch(_PRUNE, cutoff, list(END_STATUSES))
+        assert isinstance(removed, int)
+        return removed
 
     async def _read(self, sql: str, *args: object) -> list[Sequence[object]]:
         assert self._pool is not None, "reads run only while the store is open"

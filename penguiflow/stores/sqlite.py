@@ -8,6 +8,7 @@ writer writes). Needs SQLite 3.33 or later with its JSON functions (upsert, UPDA
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sqlite3
@@ -33,6 +34,7 @@ from ._rows import (
     trace_upsert_row,
 )
 from ._schema import KNOWN_TABLES, SCHEMA_META, VERSION_KEY, Migration, check_tables, plan
+from ._types import END_STATUSES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -150,6 +152,33 @@ _FIND_BINDING: Final = (
 _LIST_BINDINGS: Final = (
     f"SELECT {BINDING_COLUMNS} FROM remote_bindings WHERE router_session_id = ? ORDER BY seq"
 )
+
+# A prune is one statement too, on the writer's connection, so it runs between two batches
+# and never inside one: an insert into a view whose trigger counts and deletes the ended traces
+# (through ``traces_by_status``), then their events (through ``events_by_trace``) and bindings
+# (a scan: ``remote_bindings`` has no index on trace_id, and it is small). The count goes to a
+# TEMP table under a token, since the statement itself returns nothing. The view, trigger and
+# table are made on the first prune, not at open: ``_open`` stays the same for every store.
+_ENDED: Final = (
+    f"status IN ({', '.join(repr(s) for s in END_STATUSES)}) AND updated_at < NEW.cutoff"
+)
+_PRUNE_SETUP: Final = (
+    "CREATE TEMP TABLE IF NOT EXISTS penguiflow_pruned"
+    " (token INTEGER PRIMARY KEY, removed INTEGER NOT NULL)",
+    "CREATE TEMP VIEW IF NOT EXISTS penguiflow_prune (token, cutoff) AS SELECT NULL, NULL",
+    "CREATE TEMP TRIGGER IF NOT EXISTS penguiflow_prune_commit INSTEAD OF INSERT"
+    " ON penguiflow_prune BEGIN"
+    " INSERT INTO penguiflow_pruned (token, removed)"
+    f" SELECT NEW.token, count(*) FROM traces WHERE {_ENDED};"
+    f" DELETE FROM events WHERE trace_id IN (SELECT trace_id FROM traces WHERE {_ENDED});"
+    " DELETE FROM remote_bindings"
+    f" WHERE trace_id IN (SELECT trace_id FROM traces WHERE {_ENDED});"
+    f" DELETE FROM traces WHERE {_ENDED}; END",
+)
+_PRUNE: Final = "INSERT INTO penguiflow_prune VALUES (?, ?)"
+_PRUNED: Final = "SELECT removed FROM penguiflow_pruned WHERE token = ?"
+_FORGET_PRUNED: Final = "DELETE FROM penguiflow_pruned WHERE token = ?"
+_prune_tokens = itertools.count(1)
 
 
 class SQLiteStore(StoreBase):
@@ -291,6 +320,17 @@ class SQLiteStore(StoreBase):
             _document([binding_row(op) for op in folded.binding_saves]),
         )
         await db.execute(_COMMIT_BATCH, documents)
+
+    async def _prune(self, cutoff: float) -> int:
+        db = self._db
+        assert db is not None, "prune runs only while the store is open"
+        for statement in _PRUNE_SETUP:
+            await db.execute(statement)
+        token = next(_prune_tokens)
+        await db.execute(_PRUNE, (token, cutoff))
+        rows = list(await db.execute_fetchall(_PRUNED, (token,)))
+        await db.execute(_FORGET_PRUNED, (token,))
+        return int(rows[0][0])
 
     async def _read(self, sql: str, args: Sequence[object]) -> list[sqlite3.Row]:
         assert self._reader is not None, "reads run only while the store is open"

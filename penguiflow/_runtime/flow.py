@@ -168,14 +168,24 @@ class PenguiFlow:
 
         Raises:
             RuntimeError: the flow is running already (in this loop or another one), no loop
-                is running, the flow has no nodes, or ``registry`` lacks a node whose policy
-                validates.
+                is running, the flow has no nodes, ``registry`` lacks a node whose policy
+                validates, or the ``state_store`` is a penguiflow store that is not open.
         """
+        from ..stores._base import StoreBase  # here: core does not import the stores
+
         loop = asyncio.get_running_loop()
         if self._running:
             raise RuntimeError(c.ALREADY_RUNNING if loop is self._loop else c.OTHER_LOOP)
         if not self._nodes:
             raise RuntimeError(c.NO_NODES)
+        store = self._state_store
+        if isinstance(store, StoreBase) and not store.opened:
+            # Checked here, not at the first save: a store that fails to open there would
+            # raise from emit() after the message was queued, and a retry would duplicate it.
+            raise RuntimeError(
+                f"the state_store {store.describe()} is not open; await store.start() "
+                "(or enter `async with store`) before flow.run(), and close it after stop()"
+            )
         self._registry = registry
         if registry is not None:
             missing = sorted(

@@ -104,6 +104,11 @@ class StoreBase(abc.ABC):
         return self._name
 
     @property
+    def opened(self) -> bool:
+        """Whether the store is open: ``start()`` has returned and ``close()`` has not begun."""
+        return self._phase == "started"
+
+    @property
     def write_failures(self) -> int:
         """How many commit attempts have failed so far (each was logged and retried)."""
         return self._writer.failures

@@ -10,7 +10,9 @@ once.
 from __future__ import annotations
 
 import logging
+import re
 import time
+import urllib.parse
 from typing import TYPE_CHECKING, Final, Protocol
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
@@ -187,6 +189,10 @@ class PostgresStore(StoreBase):
         connect_timeout_s: How long to wait for a connection.
         command_timeout_s: How long any one statement may take.
         clock: The wall clock that stamps traces and bindings.
+
+    Raises:
+        TimeoutError: at open, the server did not complete a connection within
+            ``connect_timeout_s``; the message names the server (never its password).
     """
 
     def __init__(
@@ -224,9 +230,16 @@ class PostgresStore(StoreBase):
 
     async def _open(self) -> None:
         settings = {} if self._schema is None else {"search_path": _quote(self._schema)}
-        pool: _Pool = await asyncpg.create_pool(
-            self._dsn, server_settings=settings, **self._pool_options
-        )
+        try:
+            pool: _Pool = await asyncpg.create_pool(
+                self._dsn, server_settings=settings, **self._pool_options
+            )
+        except TimeoutError as exc:
+            timeout_s = self._pool_options["timeout"]
+            raise TimeoutError(
+                f"{self.describe()}: no connection to PostgreSQL at {_redact_dsn(self._dsn)} "
+                f"within connect_timeout_s={timeout_s} s (is the server up and answering?)"
+            ) from exc
         try:
             async with pool.acquire() as connection:
                 await self._prepare(connection)
@@ -331,6 +344,28 @@ class PostgresStore(StoreBase):
     async def _read_bindings(self, router_session_id: str) -> list[RemoteBinding]:
         rows = await self._read(_LIST_BINDINGS, clean_text(router_session_id))
         return [binding_from_row(row) for row in rows]
+
+
+def _redact_dsn(dsn: str) -> str:
+    """Return ``dsn`` with any password replaced by ``***``, for messages and logs.
+
+    Handles both forms libpq accepts: a URI (``postgresql://user:secret@host:port/db``, and a
+    ``password`` query parameter) and ``key=value`` pairs (``host=h password=secret``).
+    """
+    if "://" not in dsn:
+        return _KV_PASSWORD.sub(r"\1***", dsn)
+    parts = urllib.parse.urlsplit(dsn)
+    netloc = parts.netloc
+    user, at, hosts = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.partition(':')[0]}:***@{hosts}"
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+# A libpq value is a word, or single-quoted with backslash escapes (password='a \' b').
+_KV_PASSWORD: Final = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+_QUERY_PASSWORD: Final = re.compile(r"((?:^|&)password=)[^&]*")
 
 
 def _quote(identifier: str) -> str:

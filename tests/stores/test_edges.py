@@ -16,7 +16,10 @@ from penguiflow import Headers, Message, Node, NodePolicy, create
 from penguiflow.state import StoredEvent
 from penguiflow.stores import MemoryStore
 
+from .conftest import postgres_connection
+
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from penguiflow.stores._base import StoreBase
@@ -81,3 +84,84 @@ async def test_run_refuses_a_closed_store_and_accepts_an_open_one(tmp_path: Path
     assert not store.opened
     with pytest.raises(RuntimeError, match="is not open"):
         flow.run()
+
+
+# --------------------------------------------------- a PostgreSQL server that never answers
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[tuple[int, asyncio.Event]]:
+    """A TCP server on loopback that accepts connections and never sends a byte."""
+    accepted = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        accepted.set()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port, accepted
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_postgres_that_never_answers_names_the_server_and_the_timeout(
+    silent_server: tuple[int, asyncio.Event],
+) -> None:
+    pytest.importorskip("asyncpg")
+    from penguiflow.stores.postgres import PostgresStore
+
+    port, accepted = silent_server
+    dsn = f"postgresql://alice:s3cret-pw@127.0.0.1:{port}/test?password=other-pw"
+    store = PostgresStore(dsn, connect_timeout_s=0.2)
+    async with asyncio.timeout(TIMEOUT):
+        with pytest.raises(TimeoutError) as raised:
+            await store.start()
+    message = str(raised.value)
+    assert accepted.is_set()
+    assert f"127.0.0.1:{port}" in message
+    assert "connect_timeout_s=0.2" in message
+    assert "s3cret-pw" not in message and "other-pw" not in message
+    assert "s3cret-pw" not in repr(raised.value.__cause__)
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://u:pw@h:5/d", "postgresql://u:***@h:5/d"),
+        (
+            "postgresql://u@h/d?sslmode=off&password=pw",
+            "postgresql://u@h/d?sslmode=off&password=***",
+        ),
+        ("host=h port=5 password=pw user=u", "host=h port=5 password=*** user=u"),
+        ("host=h password = 'p w\\' x' user=u", "host=h password = *** user=u"),
+    ],
+)
+def test_dsn_passwords_are_redacted(dsn: str, shown: str) -> None:
+    pytest.importorskip("asyncpg")
+    from penguiflow.stores.postgres import _redact_dsn
+
+    assert _redact_dsn(dsn) == shown
+
+
+async def test_postgres_store_still_opens_with_a_short_connect_timeout() -> None:
+    """The reachable server still works with the timeout option given."""
+    from penguiflow.stores.postgres import PostgresStore
+
+    from .conftest import PG_DSN
+
+    connection = await postgres_connection()
+    schema = "pf_test_edges_timeout"
+    try:
+        async with PostgresStore(PG_DSN, schema=schema, connect_timeout_s=5.0) as store:
+            await store.save_event(event("t", 0))
+            assert [e.trace_id for e in await store.load_history("t")] == ["t"]
+    finally:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await connection.close()

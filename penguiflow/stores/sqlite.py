@@ -8,6 +8,7 @@ writer writes). Needs SQLite 3.33 or later with its JSON functions (upsert, UPDA
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -184,10 +185,15 @@ _prune_tokens = itertools.count(1)
 class SQLiteStore(StoreBase):
     """A state store in one SQLite file (WAL journal, ``synchronous=NORMAL``).
 
-    Opening checks the file before writing anything: a file that is not SQLite, or holds
+    Opening checks the file before writing anything: a file that is not SQLite, or fails
+    ``PRAGMA quick_check`` (a damaged file, on which every commit would fail), or holds
     tables of our names that penguiflow did not make, or a schema newer than this code,
     raises and is left as it was; an older penguiflow schema is migrated in one transaction.
-    See ``StoreBase`` for the behaviour shared by every store.
+    A missing file is created, but not its directory. A 0-byte file is a new, empty store:
+    SQLite itself treats an empty file as an empty database, so the store creates its schema
+    there and works as usual. The check reads the whole file once, at open (about 5 ms for
+    20,000 events, a 4.7 MB file, from the page cache; it grows with the file). See
+    ``StoreBase`` for the behaviour shared by every store.
 
     With ``synchronous=NORMAL`` a committed batch survives a crash of the process; a power
     loss may lose the last batches (never corrupt the file).
@@ -204,6 +210,10 @@ class SQLiteStore(StoreBase):
     Raises:
         ValueError: ``path`` is ``":memory:"`` (use ``MemoryStore``), or bad sizes.
         RuntimeError: the SQLite library is older than 3.33.
+        FileNotFoundError: at open, the directory of ``path`` does not exist.
+        IsADirectoryError: at open, ``path`` is a directory.
+        IncompatibleStoreError: at open, the file is not a SQLite database, fails
+            ``PRAGMA quick_check``, or is not a penguiflow store this code can use.
     """
 
     def __init__(
@@ -243,6 +253,7 @@ class SQLiteStore(StoreBase):
         return self._path
 
     async def _open(self) -> None:
+        _check_path(self._path)
         db = await self._connect()
         try:
             await self._prepare(db)
@@ -270,6 +281,7 @@ class SQLiteStore(StoreBase):
             exc.add_note(f"while opening the SQLite store {self._path!r}")
             raise
         try:
+            await _quick_check(db, self._path)
             found = await _inspect(db)
             version = None
             if check_tables(self._path, found):
@@ -357,6 +369,43 @@ class SQLiteStore(StoreBase):
     async def _read_bindings(self, router_session_id: str) -> list[RemoteBinding]:
         rows = await self._read(_LIST_BINDINGS, (clean_text(router_session_id),))
         return [binding_from_row(row) for row in rows]
+
+
+def _check_path(path: str) -> None:
+    """Refuse a path SQLite could only report as "unable to open database file".
+
+    Raises:
+        IsADirectoryError: ``path`` is a directory.
+        FileNotFoundError: the directory that would hold ``path`` does not exist.
+    """
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            errno.EISDIR, "SQLiteStore: the path is a directory, not a database file", path
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"SQLiteStore: cannot create the database file {path!r}, its directory is missing",
+            directory,
+        )
+
+
+async def _quick_check(db: aiosqlite.Connection, path: str) -> None:
+    """Raise if the file is damaged; SQLite would otherwise fail some commits forever.
+
+    Raises:
+        IncompatibleStoreError: ``PRAGMA quick_check`` reports a problem, or fails.
+    """
+    try:
+        rows = await db.execute_fetchall("PRAGMA quick_check(5)")
+    except sqlite3.DatabaseError as exc:
+        raise IncompatibleStoreError(path, f"the file is damaged ({exc})") from exc
+    problems = [str(row[0]) for row in rows]
+    if problems != ["ok"]:
+        raise IncompatibleStoreError(
+            path, "the file is damaged (PRAGMA quick_check: " + "; ".join(problems) + ")"
+        )
 
 
 def _document(rows: list[tuple[object, ...]]) -> str | None:

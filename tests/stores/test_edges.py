@@ -8,13 +8,15 @@ file, a file of random bytes and a file whose last pages were zeroed.
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 from typing import TYPE_CHECKING
 
 import pytest
 
 from penguiflow import Headers, Message, Node, NodePolicy, create
 from penguiflow.state import StoredEvent
-from penguiflow.stores import MemoryStore
+from penguiflow.stores import IncompatibleStoreError, MemoryStore
 
 from .conftest import postgres_connection
 
@@ -67,6 +69,8 @@ async def test_run_refuses_a_store_that_cannot_open_before_anything_is_queued(
     flow = create(Node(echo, name="a", policy=NodePolicy(validate="none")).to(), state_store=store)
     with pytest.raises(RuntimeError, match="is not open"):
         flow.run()
+    with pytest.raises(FileNotFoundError):
+        await store.start()
 
 
 async def test_run_refuses_a_closed_store_and_accepts_an_open_one(tmp_path: Path) -> None:
@@ -165,3 +169,91 @@ async def test_postgres_store_still_opens_with_a_short_connect_timeout() -> None
     finally:
         await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await connection.close()
+
+
+# ------------------------------------------------------------------------ bad SQLite paths
+
+
+async def test_sqlite_in_a_missing_directory_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such" / "dir" / "state.db"
+    store = sqlite_store(path)
+    with pytest.raises(FileNotFoundError) as raised:
+        await store.start()
+    assert str(path) in str(raised.value)
+    assert not (tmp_path / "no").exists()
+    await store.close()
+
+
+async def test_sqlite_on_a_directory_names_the_path(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path)
+    with pytest.raises(IsADirectoryError) as raised:
+        await store.start()
+    assert str(tmp_path) in str(raised.value)
+    assert os.listdir(tmp_path) == []
+    await store.close()
+
+
+# ------------------------------------------------------------------ empty and damaged files
+
+
+async def test_a_zero_byte_file_is_a_new_store_that_keeps_working(tmp_path: Path) -> None:
+    """SQLite reads an empty file as an empty database: the store makes its schema there."""
+    path = tmp_path / "state.db"
+    path.touch()
+    async with sqlite_store(path) as store:
+        await store.save_event(event("t", 0))
+    async with sqlite_store(path) as store:
+        await store.save_event(event("t", 1))
+        assert [e.payload["i"] for e in await store.load_history("t")] == [0, 1]
+
+
+async def test_a_file_of_random_bytes_is_refused_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    garbage = random.Random(7).randbytes(64 * 1024)
+    path.write_bytes(garbage)
+    store = sqlite_store(path)
+    with pytest.raises(IncompatibleStoreError, match="not a SQLite database") as raised:
+        await store.start()
+    assert str(path) in str(raised.value)
+    assert path.read_bytes() == garbage
+    await store.close()
+
+
+async def test_a_file_with_a_sqlite_header_and_random_pages_is_refused_at_open(
+    tmp_path: Path,
+) -> None:
+    """Page 1 of a real store, then random pages: the schema reads, the tables do not."""
+    path = await filled_store(tmp_path, events=2000)
+    data = bytearray(path.read_bytes())
+    data[4096:] = random.Random(7).randbytes(len(data) - 4096)
+    path.write_bytes(data)
+    await expect_damaged(path, bytes(data))
+
+
+async def test_a_file_whose_last_pages_were_zeroed_is_refused_at_open(tmp_path: Path) -> None:
+    """Without the check this file opens, and every commit that reaches those pages fails."""
+    path = await filled_store(tmp_path, events=2000)
+    data = bytearray(path.read_bytes())
+    data[-8 * 4096 :] = bytes(8 * 4096)
+    path.write_bytes(data)
+    await expect_damaged(path, bytes(data))
+
+
+async def filled_store(tmp_path: Path, *, events: int) -> Path:
+    """A closed store holding ``events`` events, all checkpointed into the main file."""
+    path = tmp_path / "state.db"
+    async with sqlite_store(path) as store:
+        for i in range(events):
+            await store.save_event(event(f"t{i % 50}", i))
+    assert not (tmp_path / "state.db-wal").exists()
+    return path
+
+
+async def expect_damaged(path: Path, data: bytes) -> None:
+    store = sqlite_store(path)
+    with pytest.raises(IncompatibleStoreError, match="damaged") as raised:
+        await store.start()
+    assert str(path) in str(raised.value)
+    assert not store.opened
+    assert path.read_bytes() == data
+    await store.close()

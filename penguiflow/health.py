@@ -5,9 +5,11 @@ touches the hot path.
 
 Overall status, by rule:
 
-- ``failing``: the flow is not running, a node has no live worker, or a node's circuit
-  breaker is open;
-- ``degraded``: not failing, but a breaker is half-open, a worker had to be restarted after a
+- ``failing``: the flow is not running, a node has no live worker, a node's circuit
+  breaker is open, or the state store's ``status`` is ``failing`` (its commits have failed
+  for ``failing_after_s`` in a row; new traces are refused);
+- ``degraded``: not failing, but the state store's commits are failing (retried), a
+  breaker is half-open, a worker had to be restarted after a
   runtime fault, a floe is full (backpressure is holding producers), the results nobody has
   fetched fill the room kept for them, or as many roundtrips are live as the flow allows
   (``emit(trace_id=...)`` waits);
@@ -94,3 +96,8 @@ class FlowHealth:
     """Traces subscribed by ``emit(trace_id=...)`` or ``fetch(trace_id=...)`` right now."""
     roundtrip_limit: int = 0
     """How many may be at once before ``emit(trace_id=...)`` waits (0: unbounded)."""
+    store_status: HealthStatus | None = None
+    """The state store's own ``status``, or None when it has none (or there is no store)."""
+    store: str | None = None
+    """The state store's ``describe()``, followed by its last commit error while its status
+    is not ``ok``; None without a store."""

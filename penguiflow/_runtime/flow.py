@@ -24,7 +24,13 @@ from .endpoints import OPEN_SEA, ROOKERY, Endpoint, Target
 from .enqueue import Enqueuer, Tagged
 from .events import EventSink
 from .graph import wire
-from .health import health_of
+from .health import (
+    STORE_FLUSH_TIMED_OUT,
+    STORE_FLUSH_TIMEOUT_S,
+    check_store_accepts_traces,
+    describe_store,
+    health_of,
+)
 from .journal import TraceJournal, flow_key
 from .lifecycle import TraceLifecycle
 from .nodes import NodeStatus
@@ -36,7 +42,7 @@ from .traces import TraceFlags, TraceRegistry
 from .worker import Worker
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Sequence
+    from collections.abc import Awaitable, Callable, Coroutine, Sequence
 
     from ..bus import MessageBus
     from ..health import FlowHealth
@@ -254,11 +260,33 @@ class PenguiFlow:
         self._rookery._buffer.put_back(self._results.close())
         await drain(self._inner_floes, self._contexts, self._events)
         self._traces.clear()
-        flush = getattr(self._state_store, "flush", None)
-        if flush is not None:
-            await flush()  # a durable store's writer commits what the flow handed it
         for ctx in self._contexts.values():
             ctx._stream_seqs.clear()
+        flush = getattr(self._state_store, "flush", None)
+        if flush is not None:
+            await self._flush_store(flush)
+
+    async def _flush_store(self, flush: Callable[[], Awaitable[object]]) -> None:
+        """Let a durable store's writer commit what the flow handed it, for a bounded time.
+
+        While its commits fail this gives up after ``STORE_FLUSH_TIMEOUT_S``: the writes stay
+        queued in the store (its ``close()`` commits or abandons them, and says how many), and
+        ``state_store_flush_timed_out`` is logged with the count, so ``stop()`` returns.
+        """
+        try:
+            async with asyncio.timeout(STORE_FLUSH_TIMEOUT_S):
+                await flush()
+        except TimeoutError:
+            store = self._state_store
+            c.logger.error(
+                STORE_FLUSH_TIMED_OUT,
+                extra={
+                    "event": STORE_FLUSH_TIMED_OUT,
+                    "store": describe_store(store),
+                    "count": getattr(store, "pending_writes", None),
+                    "timeout_s": STORE_FLUSH_TIMEOUT_S,
+                },
+            )
 
     def _current_trace(self) -> str | None:
         """Return the trace of the item the calling worker is processing, if any."""
@@ -292,6 +320,13 @@ class PenguiFlow:
         opensea = self._opensea
         return opensea._all_out if to is None else opensea._resolve(to, opensea._outgoing)
 
+    def _admit_new(self, msg: Any) -> bool:
+        """Whether ``msg`` starts a journaled trace; refuses it while the store is failing."""
+        fresh = self._lifecycle.is_new(msg)
+        if fresh:
+            check_store_accepts_traces(self._state_store)
+        return fresh
+
     async def emit(self, msg: Any, to: Target = None, *, trace_id: str | None = None) -> None:
         """Feed ``msg`` to the ingress nodes (``to`` selects some), waiting for room.
 
@@ -299,14 +334,15 @@ class PenguiFlow:
         trace's roundtrip lock is held until ``fetch(trace_id=...)`` returns.
 
         Raises:
-            RuntimeError: the flow is not running.
+            RuntimeError: the flow is not running, or ``msg`` starts a new trace while the
+                journaling state store's ``status`` is ``failing`` (nothing is sent).
             TypeError: ``trace_id`` is not a string, or cannot be stamped on ``msg``.
             KeyError: ``to`` names a node that is not an ingress node.
         """
         if not self._running:
             raise RuntimeError(c.NOT_RUNNING)
         if trace_id is None:
-            fresh = self._lifecycle.is_new(msg)
+            fresh = self._admit_new(msg)
             floes = self._ingress(msg, to)
             if not self._enqueuer.try_put(floes, msg):
                 await self._enqueuer.put(floes, msg)
@@ -314,6 +350,7 @@ class PenguiFlow:
                 await self._lifecycle.started(msg)
             return
         msg = _stamp(msg, _checked_trace(trace_id, "emit"))
+        self._admit_new(msg)
         results = self._results
         if trace_id not in results.inboxes and results.must_wait():
             await results.admit()
@@ -557,6 +594,7 @@ class PenguiFlow:
             floes=self._floes,
             traces_in_flight=len(self._traces.records),
             results=self._results,
+            store=self._state_store,
         )
 
     def _residue(self) -> dict[str, int]:

@@ -11,19 +11,21 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ..state import SupportsTraceLifecycle
-from ._base import DEFAULT_RETENTION_S
+from ._base import DEFAULT_CLOSE_TIMEOUT_S, DEFAULT_FAILING_AFTER_S, DEFAULT_RETENTION_S
 from ._errors import (
     CorruptRecordError,
+    FlushTimeoutError,
     IncompatibleStoreError,
     SchemaVersionError,
     StoreBrokenError,
     StoreClosedError,
     StoreError,
     WriteBufferFull,
+    WritesAbandonedError,
 )
 from ._schema import SCHEMA_VERSION
 from ._types import StoredTrace, TraceStatus
-from ._writer import Backoff, BatchWriter, WriterStatistics
+from ._writer import Backoff, BatchWriter, WriterStatistics, WriterStatus
 from .memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -31,11 +33,14 @@ if TYPE_CHECKING:
     from .sqlite import SQLiteStore
 
 __all__ = [
+    "DEFAULT_CLOSE_TIMEOUT_S",
+    "DEFAULT_FAILING_AFTER_S",
     "DEFAULT_RETENTION_S",
     "SCHEMA_VERSION",
     "Backoff",
     "BatchWriter",
     "CorruptRecordError",
+    "FlushTimeoutError",
     "IncompatibleStoreError",
     "MemoryStore",
     "PostgresStore",
@@ -49,6 +54,8 @@ __all__ = [
     "TraceStatus",
     "WriteBufferFull",
     "WriterStatistics",
+    "WriterStatus",
+    "WritesAbandonedError",
 ]
 
 _LAZY = {"SQLiteStore": ".sqlite", "PostgresStore": ".postgres"}

@@ -29,7 +29,14 @@ from ._types import (
     TraceStatus,
     WriteOp,
 )
-from ._writer import Backoff, BatchWriter, WriterStatistics
+from ._writer import (
+    DEFAULT_CLOSE_TIMEOUT_S,
+    DEFAULT_FAILING_AFTER_S,
+    Backoff,
+    BatchWriter,
+    WriterStatistics,
+    WriterStatus,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -38,7 +45,13 @@ if TYPE_CHECKING:
 
     from ..state import RemoteBinding, StoredEvent
 
-__all__ = ["DEFAULT_RETENTION_S", "StoreBase", "binding_key"]
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT_S",
+    "DEFAULT_FAILING_AFTER_S",
+    "DEFAULT_RETENTION_S",
+    "StoreBase",
+    "binding_key",
+]
 
 DEFAULT_RETENTION_S: Final = 7 * 24 * 3600.0
 """How long ``prune()`` keeps a finished trace after it ended, by default: 7 days, in seconds."""
@@ -71,6 +84,8 @@ class StoreBase(abc.ABC):
         buffer_size: The most writes held before savers wait.
         retry_initial_s: The wait after a first failed commit; it doubles on each failure.
         retry_max_s: The cap on the wait between commit attempts.
+        failing_after_s: Seconds of failed commits in a row after which ``status`` is
+            ``failing`` (and a flow refuses new traces).
         clock: The wall clock that stamps traces and bindings (epoch seconds).
 
     Raises:
@@ -86,6 +101,7 @@ class StoreBase(abc.ABC):
         retry_initial_s: float,
         retry_max_s: float,
         clock: Callable[[], float],
+        failing_after_s: float = DEFAULT_FAILING_AFTER_S,
     ) -> None:
         self._writer: BatchWriter[WriteOp] = BatchWriter(
             self._commit_batch,
@@ -93,6 +109,7 @@ class StoreBase(abc.ABC):
             batch_size=batch_size,
             buffer_size=buffer_size,
             backoff=Backoff(retry_initial_s, retry_max_s),
+            failing_after_s=failing_after_s,
         )
         self._name = name
         self._clock = clock
@@ -112,6 +129,27 @@ class StoreBase(abc.ABC):
     def write_failures(self) -> int:
         """How many commit attempts have failed so far (each was logged and retried)."""
         return self._writer.failures
+
+    @property
+    def status(self) -> WriterStatus:
+        """Whether writes are being committed: ``ok``, ``degraded`` or ``failing``.
+
+        ``degraded`` from the first failed commit, ``failing`` once commits have failed for
+        ``failing_after_s`` in a row (or the writer stopped on its own), ``ok`` again as soon
+        as a commit succeeds. ``PenguiFlow.health()`` reports it, and a flow refuses new
+        traces while it is ``failing``.
+        """
+        return self._writer.status
+
+    @property
+    def last_error(self) -> Exception | None:
+        """The error of the last failed commit while ``status`` is not ``ok``; else None."""
+        return self._writer.last_error
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes queued (or waiting for room) and not committed yet."""
+        return self._writer.pending
 
     def statistics(self) -> WriterStatistics:
         """Return a snapshot of the writer's buffer and counters."""
@@ -138,11 +176,18 @@ class StoreBase(abc.ABC):
                 self._writer.start()
                 self._phase = "started"
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float | None = DEFAULT_CLOSE_TIMEOUT_S) -> None:
         """Commit every queued write, stop the writer and release the backend. Idempotent.
 
-        Waits while commits fail and are retried; cancel it to give up (the abandoned writes
-        are logged as ``state_store_writes_abandoned``); the backend is released either way.
+        Waits at most ``timeout_s`` seconds (10 by default; None waits as long as commits
+        keep failing). When the time runs out, or the call is cancelled, the writes still
+        pending are abandoned and logged as ``state_store_writes_abandoned`` with their
+        count; the writer task and the backend (connection, pool, thread) are released
+        either way, so nothing is left running.
+
+        Raises:
+            WritesAbandonedError: ``timeout_s`` passed with writes still pending; ``count``
+                says how many were lost.
         """
         async with self._lock:
             if self._phase == "closed":
@@ -150,18 +195,23 @@ class StoreBase(abc.ABC):
             started = self._phase == "started"
             self._phase = "closed"
         try:
-            await self._writer.close()
+            await self._writer.close(timeout_s)
         finally:
             if started:
                 await self._release()
 
-    async def flush(self) -> None:
+    async def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every write queued before this call is committed.
 
+        Waits at most ``timeout_s`` seconds when given (``PenguiFlow.stop()`` passes 5);
+        the writes stay queued and retried after a timeout.
+
         Raises:
+            FlushTimeoutError: ``timeout_s`` passed first; ``pending`` says how many writes
+                were not committed.
             StoreBrokenError: the writer task stopped before committing them.
         """
-        await self._writer.flush()
+        await self._writer.flush(timeout_s)
 
     async def __aenter__(self) -> Self:
         await self.start()

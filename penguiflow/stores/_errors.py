@@ -7,24 +7,29 @@ Hierarchy::
           ├── WriteBufferFull                            put_nowait found no room
           ├── StoreClosedError       (also RuntimeError) you closed the store
           ├── StoreBrokenError       (also RuntimeError) the store's writer stopped on its own
+          ├── FlushTimeoutError      (also TimeoutError) flush(timeout_s) ran out; writes kept
+          ├── WritesAbandonedError   (also TimeoutError) close(timeout_s) ran out; writes lost
           ├── IncompatibleStoreError (also RuntimeError) the database is not a penguiflow store
           │    └── SchemaVersionError                   ... made by a newer penguiflow
           └── CorruptRecordError     (also ValueError)   a stored row cannot be decoded
 
-A failing commit is not an exception the caller sees: the writer retries it and logs
-``state_store_write_failed`` (see ``_writer``).
+A failing commit is not an exception the caller sees: the writer retries it, logs
+``state_store_write_failed`` and reports it in the store's ``status`` (see ``_writer``); only
+a bounded ``flush`` or ``close`` that runs out of time raises.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "CorruptRecordError",
+    "FlushTimeoutError",
     "IncompatibleStoreError",
     "SchemaVersionError",
     "StoreBrokenError",
     "StoreClosedError",
     "StoreError",
     "WriteBufferFull",
+    "WritesAbandonedError",
 ]
 
 
@@ -54,6 +59,47 @@ class StoreBrokenError(StoreError, RuntimeError):
     def __init__(self, store: str) -> None:
         super().__init__(f"the writer of {store} stopped unexpectedly; see the logged error")
         self.store = store
+
+
+class FlushTimeoutError(StoreError, TimeoutError):
+    """``flush(timeout_s)`` ran out before the writes were committed; they stay queued.
+
+    Attributes:
+        store: A description of the store (its class and location).
+        pending: Writes not committed when the time ran out.
+        timeout_s: The seconds waited.
+    """
+
+    def __init__(self, store: str, pending: int, timeout_s: float) -> None:
+        super().__init__(
+            f"{store}: {pending} writes were still not committed after {timeout_s} s; "
+            "they stay queued and are retried (see store.status and store.last_error)"
+        )
+        self.store = store
+        self.pending = pending
+        self.timeout_s = timeout_s
+
+
+class WritesAbandonedError(StoreError, TimeoutError):
+    """``close(timeout_s)`` ran out while commits failed: the pending writes were dropped.
+
+    The store is closed and released all the same; ``state_store_writes_abandoned`` was
+    logged with the same count.
+
+    Attributes:
+        store: A description of the store (its class and location).
+        count: Writes lost (accepted, or waiting for room, and never committed).
+        timeout_s: The seconds waited.
+    """
+
+    def __init__(self, store: str, count: int, timeout_s: float) -> None:
+        super().__init__(
+            f"{store} was closed with {count} writes still not committed after waiting "
+            f"{timeout_s} s; they are lost"
+        )
+        self.store = store
+        self.count = count
+        self.timeout_s = timeout_s
 
 
 class IncompatibleStoreError(StoreError, RuntimeError):

@@ -4,7 +4,10 @@ Savers put writes into a bounded buffer and return at once while there is room; 
 task takes everything available (up to ``batch_size``) and commits it in one transaction
 (group commit). When the buffer is full, ``put`` waits, which slows the flow down instead of
 dropping writes or growing memory. A failed commit is logged and retried, with exponential
-backoff, until it succeeds; the batch is never dropped.
+backoff, until it succeeds or ``close()``'s timeout runs out; the batch is never dropped
+silently. While commits fail the writer says so: ``status`` is ``degraded`` from the first
+failed commit, ``failing`` once they have failed for ``failing_after_s`` in a row, and ``ok``
+again after a commit succeeds.
 
 Design note: the buffer is a deque with FIFO waiting savers (as anyio's memory streams)
 rather than an ``asyncio.Queue``, because Python 3.11's queue cannot wake the savers blocked
@@ -21,14 +24,27 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Generic, Literal, TypeVar, final
 
-from ._errors import StoreBrokenError, StoreClosedError, WriteBufferFull
+from ._errors import (
+    FlushTimeoutError,
+    StoreBrokenError,
+    StoreClosedError,
+    WriteBufferFull,
+    WritesAbandonedError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from ._errors import StoreError
 
-__all__ = ["Backoff", "BatchWriter", "WriterStatistics"]
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT_S",
+    "DEFAULT_FAILING_AFTER_S",
+    "Backoff",
+    "BatchWriter",
+    "WriterStatistics",
+    "WriterStatus",
+]
 
 T = TypeVar("T")
 logger = logging.getLogger("penguiflow.stores")
@@ -39,6 +55,12 @@ WRITES_ABANDONED: Final = "state_store_writes_abandoned"
 WRITER_STOPPED: Final = "state_store_writer_stopped"
 
 _State = Literal["open", "closed", "broken"]
+WriterStatus = Literal["ok", "degraded", "failing"]
+
+DEFAULT_FAILING_AFTER_S: Final = 30.0
+"""Seconds of consecutive failed commits after which ``status`` turns ``failing``."""
+DEFAULT_CLOSE_TIMEOUT_S: Final = 10.0
+"""Seconds ``close()`` waits for the pending writes to commit before abandoning them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +199,12 @@ class BatchWriter(Generic[T]):
         buffer_size: The most writes held (queued or being committed); then ``put`` waits.
         backoff: Waits between commit attempts.
         sleep: Waits ``backoff`` seconds; tests inject a fake clock's sleep.
+        failing_after_s: Seconds of consecutive failed commits after which ``status`` is
+            ``failing`` (measured on the event loop's clock).
 
     Raises:
-        ValueError: ``batch_size`` < 1 or ``buffer_size`` < ``batch_size``.
+        ValueError: ``batch_size`` < 1, ``buffer_size`` < ``batch_size`` or a negative
+            ``failing_after_s``.
     """
 
     def __init__(
@@ -191,11 +216,14 @@ class BatchWriter(Generic[T]):
         buffer_size: int = 8192,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        failing_after_s: float = DEFAULT_FAILING_AFTER_S,
     ) -> None:
         if not 1 <= batch_size <= buffer_size:
             raise ValueError(
                 f"{name}: need 1 <= batch_size <= buffer_size, got {batch_size} and {buffer_size}"
             )
+        if not failing_after_s >= 0:
+            raise ValueError(f"{name}: need failing_after_s >= 0, got {failing_after_s!r}")
         self._commit = commit
         self._name = name
         self._batch_size = batch_size
@@ -205,8 +233,37 @@ class BatchWriter(Generic[T]):
         self._flushers: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._committed = 0
         self._task: asyncio.Task[None] | None = None
+        self._failing_after_s = failing_after_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The loop time of the first failed commit of the current run of failures.
+        self._failing_since: float | None = None
         self.failures = 0
         """Failed commit attempts so far."""
+        self.last_error: Exception | None = None
+        """The error of the last failed commit while ``status`` is not ``ok``; else None."""
+
+    @property
+    def status(self) -> WriterStatus:
+        """``ok``, ``degraded`` (commits are failing) or ``failing``.
+
+        ``failing`` once commits have failed for ``failing_after_s`` in a row, or when the
+        writer task stopped on its own; back to ``ok`` when a commit succeeds.
+        """
+        if self._buffer.state == "broken":
+            return "failing"
+        since = self._failing_since
+        if since is None:
+            return "ok"
+        assert self._loop is not None  # set when the task started, before any failure
+        if self._loop.time() - since >= self._failing_after_s:
+            return "failing"
+        return "degraded"
+
+    @property
+    def pending(self) -> int:
+        """Writes accepted or waiting for room that are not committed yet."""
+        buffer = self._buffer
+        return buffer.accepted - self._committed + len(buffer.producers)
 
     def statistics(self) -> WriterStatistics:
         """Return a snapshot of the buffer and the counters."""
@@ -228,7 +285,8 @@ class BatchWriter(Generic[T]):
         if self._buffer.state != "open":
             raise self._buffer.error()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(
                 self._run(), name=f"penguiflow.stores writer: {self._name}"
             )
             self._task.add_done_callback(self._on_done)
@@ -258,12 +316,17 @@ class BatchWriter(Generic[T]):
             self.start()
         await self._buffer.put(item)
 
-    async def flush(self) -> None:
+    async def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every write accepted before this call is committed.
 
+        With ``timeout_s``, waits at most that long; the writes stay queued and the writer
+        keeps retrying them. Cancelling the wait leaves the writes queued too.
+
         Raises:
+            FlushTimeoutError: ``timeout_s`` passed first (``pending`` says how many writes
+                were not committed then).
             StoreBrokenError: the writer task stopped before committing them.
-            StoreClosedError: ``close()`` was cancelled and abandoned them.
+            StoreClosedError: ``close()`` gave up and abandoned them.
         """
         target = self._buffer.accepted
         if self._committed >= target:
@@ -272,14 +335,26 @@ class BatchWriter(Generic[T]):
             raise self._buffer.error()
         waiter = asyncio.get_running_loop().create_future()
         self._flushers.append((target, waiter))
-        await waiter
+        if timeout_s is None:
+            await waiter
+            return
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            raise FlushTimeoutError(self._name, self.pending, timeout_s) from self.last_error
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float | None = DEFAULT_CLOSE_TIMEOUT_S) -> None:
         """Refuse new writes, commit everything accepted or waiting, then stop the task.
 
-        Waits as long as commits keep failing. If cancelled, gives up: the writes still
-        pending are logged as ``state_store_writes_abandoned`` with their count, waiters are
-        failed with ``StoreClosedError``, and the cancellation propagates. Idempotent.
+        Waits at most ``timeout_s`` seconds (None: as long as commits keep failing). If the
+        time runs out, or the call is cancelled, it gives up: the writes still pending are
+        logged as ``state_store_writes_abandoned`` with their count, waiting savers and
+        flushers are failed with ``StoreClosedError``, and the task is stopped either way.
+        Idempotent: a second call returns at once.
+
+        Raises:
+            WritesAbandonedError: ``timeout_s`` passed with writes still pending; its
+                ``count`` says how many were lost.
         """
         buffer = self._buffer
         if buffer.state == "closed":
@@ -289,21 +364,33 @@ class BatchWriter(Generic[T]):
         task = self._task
         if task is None:
             return
+        abandoned = 0
         try:
-            while not task.done() and (buffer.producers or self._committed < buffer.accepted):
-                await self.flush()
+            async with asyncio.timeout(timeout_s):
+                while not task.done() and self.pending:
+                    await self.flush()
         except asyncio.CancelledError:
-            pending = buffer.accepted - self._committed + len(buffer.producers)
-            logger.error(
-                WRITES_ABANDONED,
-                extra={"event": WRITES_ABANDONED, "store": self._name, "count": pending},
-            )
+            self._log_abandoned()
             raise
+        except TimeoutError:
+            abandoned = self._log_abandoned()
         finally:
             task.cancel()
             await asyncio.wait([task])
             buffer.fail_producers()
             self._fail_flushers(buffer.error())
+        if abandoned:
+            assert timeout_s is not None  # only the timeout gives up without a cancel
+            raise WritesAbandonedError(self._name, abandoned, timeout_s) from self.last_error
+
+    def _log_abandoned(self) -> int:
+        count = self.pending
+        logger.error(
+            WRITES_ABANDONED,
+            exc_info=self.last_error,
+            extra={"event": WRITES_ABANDONED, "store": self._name, "count": count},
+        )
+        return count
 
     async def _run(self) -> None:
         buffer = self._buffer
@@ -323,6 +410,9 @@ class BatchWriter(Generic[T]):
                 # Retried until it succeeds: dropping the batch would lose events silently.
                 failures += 1
                 self.failures += 1
+                self.last_error = exc
+                if self._failing_since is None:
+                    self._failing_since = asyncio.get_running_loop().time()
                 delay = self._backoff.delay(failures)
                 logger.error(
                     WRITE_FAILED,
@@ -338,6 +428,8 @@ class BatchWriter(Generic[T]):
                 )
                 await self._sleep(delay)
                 continue
+            self._failing_since = None
+            self.last_error = None
             if failures:
                 logger.info(
                     WRITE_RECOVERED,
@@ -365,7 +457,7 @@ class BatchWriter(Generic[T]):
         # will commit the pending writes, so say how many and wake everyone waiting.
         error = None if task.cancelled() else task.exception()
         buffer = self._buffer
-        pending = buffer.accepted - self._committed + len(buffer.producers)
+        pending = self.pending
         logger.error(
             WRITER_STOPPED,
             exc_info=error,

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..state import RemoteBinding, StoredEvent
-from ._base import StoreBase, binding_key
+from ._base import DEFAULT_FAILING_AFTER_S, StoreBase, binding_key
 from ._codec import decode_object, encode_json
 from ._types import BindingSave, BindingTerminal, StoredTrace, TraceEnd, TraceStart
 
@@ -45,6 +45,8 @@ class MemoryStore(StoreBase):
         buffer_size: The most writes held before savers wait.
         retry_initial_s: The wait after a first failed commit (only a subclass can fail).
         retry_max_s: The cap on the wait between commit attempts.
+        failing_after_s: Seconds of failing commits in a row before ``status`` is
+            ``failing`` (30 s by default).
         clock: The wall clock that stamps traces and bindings.
     """
 
@@ -55,6 +57,7 @@ class MemoryStore(StoreBase):
         buffer_size: int = 8192,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
+        failing_after_s: float = DEFAULT_FAILING_AFTER_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
@@ -63,6 +66,7 @@ class MemoryStore(StoreBase):
             buffer_size=buffer_size,
             retry_initial_s=retry_initial_s,
             retry_max_s=retry_max_s,
+            failing_after_s=failing_after_s,
             clock=clock,
         )
         self._event_ids = itertools.count(1)

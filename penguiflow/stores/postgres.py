@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
-from ._base import StoreBase
+from ._base import DEFAULT_FAILING_AFTER_S, StoreBase
 from ._codec import clean_text
 from ._fold import fold
 from ._rows import (
@@ -186,6 +186,8 @@ class PostgresStore(StoreBase):
         buffer_size: The most writes held before savers wait.
         retry_initial_s: The wait after a first failed commit; doubles on each failure.
         retry_max_s: The cap on the wait between commit attempts.
+        failing_after_s: Seconds of failing commits in a row before ``status`` is
+            ``failing`` (30 s by default).
         connect_timeout_s: How long to wait for a connection.
         command_timeout_s: How long any one statement may take.
         clock: The wall clock that stamps traces and bindings.
@@ -206,6 +208,7 @@ class PostgresStore(StoreBase):
         buffer_size: int = 8192,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
+        failing_after_s: float = DEFAULT_FAILING_AFTER_S,
         connect_timeout_s: float = 10.0,
         command_timeout_s: float = 60.0,
         clock: Callable[[], float] = time.time,
@@ -216,6 +219,7 @@ class PostgresStore(StoreBase):
             buffer_size=buffer_size,
             retry_initial_s=retry_initial_s,
             retry_max_s=retry_max_s,
+            failing_after_s=failing_after_s,
             clock=clock,
         )
         self._dsn = dsn

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 import aiosqlite
 
-from ._base import StoreBase
+from ._base import DEFAULT_FAILING_AFTER_S, StoreBase
 from ._codec import clean_text, encode_json
 from ._errors import IncompatibleStoreError
 from ._fold import fold
@@ -204,6 +204,8 @@ class SQLiteStore(StoreBase):
         buffer_size: The most writes held before savers wait.
         retry_initial_s: The wait after a first failed commit; doubles on each failure.
         retry_max_s: The cap on the wait between commit attempts.
+        failing_after_s: Seconds of failing commits in a row before ``status`` is
+            ``failing`` (30 s by default).
         busy_timeout_s: How long a statement waits for another process's lock.
         clock: The wall clock that stamps traces and bindings.
 
@@ -224,6 +226,7 @@ class SQLiteStore(StoreBase):
         buffer_size: int = 8192,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
+        failing_after_s: float = DEFAULT_FAILING_AFTER_S,
         busy_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -241,6 +244,7 @@ class SQLiteStore(StoreBase):
             buffer_size=buffer_size,
             retry_initial_s=retry_initial_s,
             retry_max_s=retry_max_s,
+            failing_after_s=failing_after_s,
             clock=clock,
         )
         self._busy_timeout_ms = int(busy_timeout_s * 1000)

@@ -1,0 +1,210 @@
+"""A store whose commits keep failing: health says so, new traces are refused, and
+``stop()``, ``flush()`` and ``close()`` return within their bounds, saying what was lost.
+
+The failure is a fake at the commit boundary: a ``SQLiteStore`` subclass whose
+``_commit_batch`` raises a real ``sqlite3.OperationalError("database or disk is full")``
+while ``full`` is set, and otherwise commits to the real file. (Running as root, a read-only
+file or a removed directory does not make a WAL-mode SQLite commit fail, so the disk-full
+error is injected there.) Tests run under ``looptime``: the 30 s, 5 s and 10 s bounds pass in
+virtual time, and the simulated time is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from core.helpers import echo, fetch, make_msg, node
+
+from penguiflow.core import PenguiFlow
+from penguiflow.state import StoredEvent
+from penguiflow.stores import FlushTimeoutError, MemoryStore, WritesAbandonedError
+from penguiflow.stores.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    from penguiflow.stores._types import WriteOp
+
+
+class FullDisk(SQLiteStore):
+    """A SQLite store whose commits fail as on a full disk while ``full`` is set."""
+
+    full = False
+
+    async def _commit_batch(self, batch: Sequence[WriteOp]) -> None:
+        if self.full:
+            raise sqlite3.OperationalError("database or disk is full")
+        await super()._commit_batch(batch)
+
+
+class FullMemory(MemoryStore):
+    """The same failure on a ``MemoryStore``: for the flow test, whose healthy commits must
+    not wait on aiosqlite's thread (looptime would jump the 5 s flush bound meanwhile)."""
+
+    full = False
+
+    async def _commit_batch(self, batch: Sequence[WriteOp]) -> None:
+        if self.full:
+            raise sqlite3.OperationalError("database or disk is full")
+        await super()._commit_batch(batch)
+
+
+def event(trace_id: str, i: int) -> StoredEvent:
+    return StoredEvent(trace_id, 1000.0 + i, "node_success", "n", "id", {"i": i})
+
+
+async def until(condition: Callable[[], bool], *, step_s: float = 0.5) -> None:
+    """Let virtual time pass in ``step_s`` steps until ``condition`` holds."""
+    while not condition():
+        await asyncio.sleep(step_s)
+
+
+def assert_no_new_threads(before: set[threading.Thread]) -> None:
+    """No thread started since ``before`` is still alive (aiosqlite's ends just after close)."""
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=2.0)
+        assert not thread.is_alive(), f"thread left running: {thread!r}"
+
+
+def records(caplog: pytest.LogCaptureFixture, name: str) -> list[Any]:
+    return [r for r in caplog.records if r.getMessage() == name]
+
+
+@pytest.mark.looptime
+async def test_status_goes_degraded_then_failing_then_ok(tmp_path: Path) -> None:
+    store = FullDisk(tmp_path / "s.db")
+    await store.start()
+    loop = asyncio.get_running_loop()
+    try:
+        assert store.status == "ok" and store.last_error is None
+        store.full = True
+        start = loop.time()
+        await store.save_event(event("t", 1))
+        await until(lambda: store.write_failures >= 1, step_s=0.01)
+        assert store.status == "degraded"
+        assert isinstance(store.last_error, sqlite3.OperationalError)
+        await until(lambda: store.status == "failing")
+        assert 30.0 <= loop.time() - start <= 31.0  # the documented default bound
+        store.full = False
+        await until(lambda: store.status == "ok")
+        assert store.last_error is None
+        assert [e.payload["i"] for e in await store.load_history("t")] == [1]
+    finally:
+        await store.close()
+
+
+@pytest.mark.looptime
+async def test_flow_health_and_emit_follow_the_store() -> None:
+    """Interleaving: one trace goes through while commits fail (degraded); after 30 s of
+    failures the flow is failing and a new trace is refused; after a commit succeeds the flow
+    is ok and accepts traces again."""
+    store = FullMemory(failing_after_s=30.0)
+    await store.start()
+    flow = PenguiFlow(node(echo, "a").to(), state_store=store)
+    flow.run()
+    try:
+        assert flow.health().status == "ok"
+        assert flow.health().store == store.describe()
+        store.full = True
+        await flow.emit(make_msg("one", trace_id="t1"))
+        assert (await fetch(flow)).payload == "one"
+        await until(lambda: store.status == "degraded", step_s=0.01)
+        health = flow.health()
+        assert health.status == "degraded" and health.store_status == "degraded"
+        assert health.store is not None and "database or disk is full" in health.store
+        assert store.describe() in health.store
+        await until(lambda: store.status == "failing")
+        assert flow.health().status == "failing"
+        with pytest.raises(RuntimeError, match="is failing") as refused:
+            await flow.emit(make_msg("two", trace_id="t2"))
+        assert store.describe() in str(refused.value)
+        with pytest.raises(RuntimeError, match="is failing"):
+            await flow.emit(make_msg("two", trace_id="t2"), trace_id="t2")
+        assert flow.health().traces_in_flight == 0  # nothing of t2 was sent
+        store.full = False
+        await until(lambda: store.status == "ok")
+        assert flow.health().status == "ok" and flow.health().store == store.describe()
+        await flow.emit(make_msg("three", trace_id="t3"))
+        assert (await fetch(flow)).payload == "three"
+    finally:
+        await flow.stop()
+    traces = {t.trace_id: t.status for t in await store.list_traces()}
+    assert traces == {"t1": "finished", "t3": "finished"}
+    await store.close()
+
+
+@pytest.mark.looptime
+async def test_stop_and_close_are_bounded_and_count_the_lost_writes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    threads = set(threading.enumerate())
+    store = FullDisk(tmp_path / "s.db")
+    await store.start()
+    flow = PenguiFlow(node(echo, "a").to(), state_store=store)
+    flow.run()
+    loop = asyncio.get_running_loop()
+    store.full = True
+    await flow.emit(make_msg("one", trace_id="t1"))
+    await fetch(flow)
+    start = loop.time()
+    await flow.stop()
+    assert loop.time() - start == pytest.approx(5.0, abs=0.1)
+    (timed_out,) = records(caplog, "state_store_flush_timed_out")
+    pending = store.pending_writes
+    assert pending > 0 and timed_out.count == pending
+    assert timed_out.store == f"{store.describe()}: {store.last_error!r}"
+    start = loop.time()
+    with pytest.raises(WritesAbandonedError) as lost:
+        await store.close()
+    assert loop.time() - start == pytest.approx(10.0, abs=0.1)
+    assert lost.value.count == pending and lost.value.timeout_s == 10.0
+    assert isinstance(lost.value.__cause__, sqlite3.OperationalError)
+    (abandoned,) = records(caplog, "state_store_writes_abandoned")
+    assert abandoned.count == pending
+    assert abandoned.levelno == logging.ERROR
+    await store.close()  # idempotent, quiet
+    assert_no_new_threads(threads)  # the aiosqlite thread is gone
+    assert not store.opened
+
+
+@pytest.mark.looptime
+async def test_a_bounded_flush_keeps_the_writes_for_a_recovery(tmp_path: Path) -> None:
+    store = FullDisk(tmp_path / "s.db")
+    await store.start()
+    try:
+        store.full = True
+        await store.save_event(event("t", 1))
+        with pytest.raises(FlushTimeoutError) as late:
+            await store.flush(timeout_s=2.0)
+        assert late.value.pending == 1 and late.value.timeout_s == 2.0
+        store.full = False
+        await store.flush()
+        assert [e.payload["i"] for e in await store.load_history("t")] == [1]
+    finally:
+        await store.close()
+
+
+@pytest.mark.looptime
+async def test_close_without_timeout_waits_and_a_cancel_still_releases(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    threads = set(threading.enumerate())
+    store = FullDisk(tmp_path / "s.db")
+    await store.start()
+    store.full = True
+    await store.save_event(event("t", 1))
+    closing = asyncio.create_task(store.close(timeout_s=None))
+    done, _ = await asyncio.wait([closing], timeout=120.0)
+    assert not done  # unbounded: still retrying after 120 s
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    (abandoned,) = records(caplog, "state_store_writes_abandoned")
+    assert abandoned.count == 1
+    assert_no_new_threads(threads)

@@ -381,8 +381,8 @@ class PenguiFlow:
 
         Raises:
             asyncio.QueueFull: an ingress floe is full.
-            RuntimeError: ``trace_id`` was given (use ``await emit(..., trace_id=...)``), or
-                the flow is not running.
+            RuntimeError: ``trace_id`` was given (use ``await emit(..., trace_id=...)``), the
+                flow is not running, or ``msg`` starts a trace while the store is failing.
         """
         if trace_id is not None:
             raise RuntimeError(c.EMIT_NOWAIT_TRACE)
@@ -390,7 +390,7 @@ class PenguiFlow:
             raise RuntimeError(c.NOT_RUNNING)
         if isinstance(msg, Message) and self._is_duplicate_wm(msg):
             return
-        fresh = self._lifecycle.is_new(msg)
+        fresh = self._admit_new(msg)
         self._opensea.emit_nowait(msg, to)
         if fresh:
             self._lifecycle.start_soon(msg)

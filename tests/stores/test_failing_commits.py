@@ -131,6 +131,8 @@ async def test_flow_health_and_emit_follow_the_store() -> None:
         assert store.describe() in str(refused.value)
         with pytest.raises(RuntimeError, match="is failing"):
             await flow.emit(make_msg("two", trace_id="t2"), trace_id="t2")
+        with pytest.raises(RuntimeError, match="is failing"):
+            flow.emit_nowait(make_msg("two", trace_id="t2"))
         assert flow.health().traces_in_flight == 0  # nothing of t2 was sent
         store.full = False
         await until(lambda: store.status == "ok")

@@ -12,6 +12,7 @@ empty), and then it fails, so that CI cannot pass with the PostgreSQL tests sile
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import pytest
 from penguiflow.stores import MemoryStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Sequence
     from pathlib import Path
 
     from penguiflow.stores._base import StoreBase
@@ -124,3 +125,29 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         finally:
             await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             await connection.close()
+
+
+class FakeClock:
+    """A wall clock that moves only when told."""
+
+    def __init__(self, now: float = 5000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class GatedCommits:
+    """Every commit announces itself on ``entered`` and waits for ``gate``."""
+
+    gate: asyncio.Event
+    entered: asyncio.Event
+
+    def arm(self) -> None:
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def _commit_batch(self, batch: Sequence[Any]) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super()._commit_batch(batch)  # type: ignore[misc]

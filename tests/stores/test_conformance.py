@@ -15,6 +15,7 @@ import pytest
 from penguiflow import Headers, Message, Node, NodePolicy, create
 from penguiflow.state import RemoteBinding, StateStore, StoredEvent, SupportsConversationBindings
 from penguiflow.stores import StoreClosedError, SupportsTraceLifecycle
+from stores.conftest import FakeClock, GatedCommits
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -36,32 +37,6 @@ async def settle(predicate: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("the condition never held while tasks ran")
-
-
-class FakeClock:
-    """A wall clock that moves only when told."""
-
-    def __init__(self, now: float = 5000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class GatedCommits:
-    """Every commit announces itself on ``entered`` and waits for ``gate``."""
-
-    gate: asyncio.Event
-    entered: asyncio.Event
-
-    def arm(self) -> None:
-        self.gate = asyncio.Event()
-        self.entered = asyncio.Event()
-
-    async def _commit_batch(self, batch: Sequence[Any]) -> None:
-        self.entered.set()
-        await self.gate.wait()
-        await super()._commit_batch(batch)  # type: ignore[misc]
 
 
 class FailingCommits:

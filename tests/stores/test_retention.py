@@ -9,48 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from penguiflow.state import RemoteBinding, StoredEvent
 from penguiflow.stores import DEFAULT_RETENTION_S, StoreClosedError
+from stores.conftest import FakeClock, GatedCommits
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from penguiflow.stores._base import StoreBase
 
     from .conftest import Backend
 
 DAY = 24 * 3600.0
 START = 1_000_000.0
-
-
-class Clock:
-    """A wall clock that moves only when told."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class GatedCommits:
-    """Every commit announces itself on ``entered`` and waits for ``gate``."""
-
-    gate: asyncio.Event
-    entered: asyncio.Event
-
-    def arm(self) -> None:
-        self.gate = asyncio.Event()
-        self.entered = asyncio.Event()
-
-    async def _commit_batch(self, batch: Sequence[Any]) -> None:
-        self.entered.set()
-        await self.gate.wait()
-        await super()._commit_batch(batch)  # type: ignore[misc]
 
 
 def event(trace_id: str | None, i: int) -> StoredEvent:
@@ -85,7 +58,7 @@ async def test_default_retention_is_seven_days() -> None:
 async def test_prune_removes_old_ended_traces_with_their_events_and_bindings(
     backend: Backend,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(START)
     store = await backend.open(clock=clock)
     for trace_id, end in (("done", "finished"), ("broke", "failed"), ("stopped", "cancelled")):
         await record(store, trace_id, end)
@@ -111,7 +84,7 @@ async def test_prune_removes_old_ended_traces_with_their_events_and_bindings(
 
 async def test_running_traces_are_kept_whatever_their_age(backend: Backend) -> None:
     """A trace restarted after it ended is running again, so it is kept too."""
-    clock = Clock()
+    clock = FakeClock(START)
     store = await backend.open(clock=clock)
     await record(store, "never-ended", None)
     await record(store, "restarted", "failed")
@@ -127,7 +100,7 @@ async def test_running_traces_are_kept_whatever_their_age(backend: Backend) -> N
 
 async def test_age_is_measured_from_the_end_strictly(backend: Backend) -> None:
     """A trace is removed only once it ended more than ``older_than_s`` before now."""
-    clock = Clock()
+    clock = FakeClock(START)
     store = await backend.open(clock=clock)
     await store.save_trace_start("t", "{}", flow_key="flow")
     clock.now += 100.0  # a long run: the age counts from the end, not the start
@@ -142,7 +115,7 @@ async def test_age_is_measured_from_the_end_strictly(backend: Backend) -> None:
 
 
 async def test_events_of_no_known_trace_are_kept(backend: Backend) -> None:
-    clock = Clock()
+    clock = FakeClock(START)
     store = await backend.open(clock=clock)
     await store.save_event(event(None, 1))  # saved without a trace id
     await store.save_event(event("unrecorded", 2))  # its trace was never started
@@ -159,7 +132,7 @@ async def test_prune_counts_the_writes_queued_before_it(backend: Backend) -> Non
     """Interleaving: a batch holding a trace's end is in flight (its commit held at the gate)
     when prune is called; prune waits for it, so the trace it ends is removed and counted.
     """
-    clock = Clock()
+    clock = FakeClock(START)
     store = await backend.open(GatedCommits, clock=clock)
     store.arm()  # type: ignore[attr-defined]
     await store.save_trace_start("t", "{}", flow_key="flow")
@@ -176,7 +149,7 @@ async def test_prune_counts_the_writes_queued_before_it(backend: Backend) -> Non
 
 
 async def test_a_pruned_trace_can_start_again(backend: Backend) -> None:
-    clock = Clock()
+    clock = FakeClock(START)
     store = await backend.open(clock=clock)
     await record(store, "t", "finished")
     clock.now += 30 * DAY
@@ -191,7 +164,7 @@ async def test_a_pruned_trace_can_start_again(backend: Backend) -> None:
 async def test_pruning_survives_reopening(backend: Backend) -> None:
     if not backend.durable:
         pytest.skip("a MemoryStore keeps nothing across instances")
-    clock = Clock()
+    clock = FakeClock(START)
     store = await backend.open(clock=clock)
     await record(store, "old", "finished")
     await record(store, "live", None)
@@ -207,7 +180,7 @@ async def test_pruning_survives_reopening(backend: Backend) -> None:
 
 @pytest.mark.parametrize("age", [-1.0, -DAY, math.nan, math.inf, -math.inf])
 async def test_a_bad_age_is_refused(backend: Backend, age: float) -> None:
-    clock = Clock()
+    clock = FakeClock(START)
     store = await backend.open(clock=clock)
     await record(store, "old", "finished")
     clock.now += 30 * DAY

@@ -188,10 +188,8 @@ class PenguiFlow:
         if getattr(store, "opened", True) is False:
             # Checked here, not at the first save: a store that fails to open there would
             # raise from emit() after the message was queued, and a retry would duplicate it.
-            describe = getattr(store, "describe", None)
-            name = describe() if callable(describe) else repr(store)
             raise RuntimeError(
-                f"the state_store {name} is not open; await store.start() "
+                f"the state_store {describe_store(store)} is not open; await store.start() "
                 "(or enter `async with store`) before flow.run(), and close it after stop()"
             )
         self._registry = registry

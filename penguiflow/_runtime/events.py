@@ -14,7 +14,14 @@ import time
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-from .._events import EVENT_LEVELS, NO_EXTRA, EventDraft, FlowEvent
+from .._events import (
+    EVENT_LEVELS,
+    NO_EXTRA,
+    NODE_START,
+    NODE_SUCCESS,
+    EventDraft,
+    FlowEvent,
+)
 from ..node import Node
 from .constants import logger
 
@@ -122,7 +129,7 @@ class EventTemplate:
 class EventSink:
     """Turns runtime happenings into ``FlowEvent``s for a flow's observers."""
 
-    __slots__ = ("maxsize", "middlewares", "store", "templates", "traces")
+    __slots__ = ("hot_saved", "kinds", "maxsize", "middlewares", "saving", "templates", "traces")
 
     def __init__(
         self,
@@ -135,7 +142,16 @@ class EventSink:
         self.traces = traces
         # The flow's own list: read fresh for every event, so appends by anyone take effect.
         self.middlewares = middlewares
-        self.store = store
+        # A store keeps the event kinds it names in ``event_kinds`` (penguiflow's stores do;
+        # None, or no such attribute: all of them). ``saving`` is the store when it keeps
+        # any, so that a store keeping none costs nothing per event.
+        kinds: frozenset[str] | None = getattr(store, "event_kinds", None)
+        self.kinds = kinds
+        self.saving = store if store is not None and kinds != frozenset() else None
+        # Whether the store keeps the events of a node's ordinary handling of an item.
+        self.hot_saved = self.saving is not None and (
+            kinds is None or bool(kinds & {NODE_START, NODE_SUCCESS})
+        )
         self.maxsize = maxsize
         self.templates: dict[tuple[Node | Endpoint, Context], EventTemplate] = {}
 
@@ -157,7 +173,7 @@ class EventSink:
 
     def wants(self, level: int) -> bool:
         """Return whether an event at ``level`` would be observed by anything."""
-        return bool(self.middlewares) or self.store is not None or logger.isEnabledFor(level)
+        return bool(self.middlewares) or self.saving is not None or logger.isEnabledFor(level)
 
     def observers(self) -> Observers:
         """Tell who observes ``node_start`` (DEBUG) and ``node_success`` (INFO) events.
@@ -166,7 +182,7 @@ class EventSink:
         cache, which logging clears on every level change, so reading that cache first saves
         the method call.
         """
-        if self.store is not None:
+        if self.hot_saved:
             return _SEVERAL
         enabled = _LEVEL_CACHE.get(logging.INFO) if _LEVEL_CACHE is not None else None
         if enabled is None:
@@ -232,7 +248,7 @@ class EventSink:
                 extra=event.to_payload(),
                 exc_info=exc_info,
             )
-        if self.store is not None:
+        if self.saving is not None and (self.kinds is None or event.event_type in self.kinds):
             await self._save(event)
         for middleware in list(self.middlewares):
             try:
@@ -243,9 +259,9 @@ class EventSink:
     async def _save(self, event: FlowEvent) -> None:
         from ..state import StoredEvent
 
-        assert self.store is not None
+        assert self.saving is not None
         try:
-            await self.store.save_event(StoredEvent.from_flow_event(event))
+            await self.saving.save_event(StoredEvent.from_flow_event(event))
         except Exception as error:
             logger.exception(
                 "state_store_save_failed",

@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .._events import NODE_CANCELLED
+from ..node import Node
 from ..state import SupportsTraceLifecycle
 from ..types import WM, Message, StreamChunk
 from . import constants as c
@@ -34,6 +35,7 @@ from .health import (
 from .journal import TraceJournal, flow_key
 from .lifecycle import TraceLifecycle
 from .nodes import NodeStatus
+from .recovery import Redriver
 from .results import Results
 from .routing import Router, is_control, message_output_nodes
 from .shutdown import drain
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
 
     from ..bus import MessageBus
     from ..health import FlowHealth
-    from ..node import Node
     from ..registry import ModelRegistry
     from ..state import RemoteBinding, StateStore, StoredEvent
     from .floe import Floe
@@ -135,6 +136,8 @@ class PenguiFlow:
             owner=owner,
         )
         self._lifecycle.on_cancelled = self._results.cancel
+        self._redriver = Redriver(self._redrive, window=max(1, queue_maxsize or 64))
+        self._lifecycle.on_ended = self._redriver.ended
         self._node_status = {node: NodeStatus(node) for node in self._nodes}
         self._workers: list[Worker] = []
         """This run's workers (the last run's after ``stop()``); rebuilt by ``run()``."""
@@ -258,6 +261,7 @@ class PenguiFlow:
         self._rookery._buffer.put_back(self._results.close())
         await drain(self._inner_floes, self._contexts, self._events)
         self._traces.clear()
+        self._redriver.reset()
         for ctx in self._contexts.values():
             ctx._stream_seqs.clear()
         flush = getattr(self._state_store, "flush", None)
@@ -345,7 +349,7 @@ class PenguiFlow:
             if not self._enqueuer.try_put(floes, msg):
                 await self._enqueuer.put(floes, msg)
             if fresh and floes:
-                await self._lifecycle.started(msg)
+                await self._journal_start(msg, to)
             return
         msg = _stamp(msg, _checked_trace(trace_id, "emit"))
         self._admit_new(msg)
@@ -372,7 +376,20 @@ class PenguiFlow:
             if not sent and inbox.fetchers == 0:
                 results.unsubscribe(trace_id)
         if fresh and sent:
-            await self._lifecycle.started(msg)
+            await self._journal_start(msg, to)
+
+    async def _journal_start(self, msg: Message, to: Target) -> None:
+        """Journal a new trace's start and wait until it is durable (see ``journal``).
+
+        If the store cannot make it durable (its commits keep failing), the trace is
+        cancelled before the error reaches the caller: nothing is accepted that a crash
+        could lose.
+        """
+        try:
+            await self._lifecycle.started(msg, _target_names(to))
+        except Exception:
+            await self._canceller.cancel(msg.trace_id)
+            raise
 
     def emit_nowait(self, msg: Any, to: Target = None, *, trace_id: str | None = None) -> None:
         """Feed ``msg`` to the ingress nodes without waiting.
@@ -449,7 +466,9 @@ class PenguiFlow:
         if isinstance(trace_id, str):  # trace_of(), inlined
             end = self._traces.release(trace_id)  # inlined: TraceLifecycle.release
             if end is not None:
-                await self._lifecycle.ended(trace_id, end)
+                # Handed out only once the trace's end is durable: a crash after this never
+                # runs again a trace whose result was fetched.
+                await self._lifecycle.ended(trace_id, end, durable=True)
         return item.item if isinstance(item, Tagged) else item
 
     async def fetch_any(self, from_: Target = None, *, trace_id: str | None = None) -> Any:
@@ -541,15 +560,23 @@ class PenguiFlow:
         await self._router.deliver(ctx if ctx is not None else self._rookery, message)
 
     async def recover(self) -> int:
-        """Drive again every trace this flow started that its store holds as unfinished.
+        """Take over the unfinished traces this flow's store holds, and drive them again.
 
-        After a crash, a flow built the same way (same node names and edges) and started again
-        re-emits, with its original trace id, the input message of each trace that never
-        ended. Delivery is at least once: a node may see a message again, and
+        After a crash, a flow built the same way (same node names and edges) and started
+        again takes over each trace that never ended and that no other live process holds:
+        with penguiflow's stores, a trace whose process's lease has expired (or ended, or
+        was replaced by the same ``owner_id`` given again). It re-emits each one's input
+        message with its original trace id, to the nodes it was first sent to, from a task:
+        at most ``queue_maxsize`` (64 if unbounded) recovered traces are in flight at once,
+        the next one going in when one ends (its result fetched, or none to fetch). So this
+        returns at once, however many traces there are; fetch the results with ``fetch()``
+        as any others (``recovered()`` says how many are still to come).
+
+        Delivery is at least once: a node may see a message again, and
         ``Context.idempotency_key`` helps it make its side effects safe.
 
         Returns:
-            How many traces were emitted again.
+            How many traces were taken over.
 
         Raises:
             RuntimeError: the flow is not running, or its store keeps no trace journal.
@@ -561,10 +588,34 @@ class PenguiFlow:
                 "recover() needs a state_store that journals traces "
                 "(save_trace_start, save_trace_end, unfinished_traces)"
             )
-        messages = await self._journal.unfinished()
-        for message in messages:
-            await self.emit(message)
-        return len(messages)
+        records, redriver = self._traces.records, self._redriver
+        taken = [
+            (message, targets)
+            for message, targets in await self._journal.unfinished()
+            if message.trace_id not in records and not redriver.known(message.trace_id)
+        ]
+        redriver.add(taken, self._owner)
+        return len(taken)
+
+    def recovered(self) -> int:
+        """How many traces taken over by ``recover()`` have not ended yet."""
+        return self._redriver.waiting + len(self._redriver.active)
+
+    async def _redrive(self, message: Message, targets: list[str] | None) -> None:
+        """Emit one recovered input to the nodes it first went to (see ``recover``)."""
+        to: list[Node] | None = None
+        if targets is not None:
+            by_name = {node.name: node for node in self._nodes}
+            missing = [name for name in targets if name not in by_name]
+            if missing:
+                assert self._journal is not None
+                await self._journal.ended(message.trace_id, "failed")
+                raise LookupError(
+                    f"recovered trace {message.trace_id!r} was sent to {missing}, "
+                    "which this flow has no longer; it is recorded as failed"
+                )
+            to = [by_name[name] for name in targets]
+        await self.emit(message, to)
 
     def ensure_trace_event(self, trace_id: str) -> asyncio.Event:
         """Return the cancel flag of ``trace_id``, creating it if needed."""
@@ -613,6 +664,7 @@ class PenguiFlow:
             "stream_counters": sum(len(ctx._stream_seqs) for ctx in self._contexts.values()),
             "worker_index": len(self._worker_of),
             "journal_starts": journal.pending_starts() if journal is not None else 0,
+            "recovering": self.recovered(),
         }
 
 
@@ -621,6 +673,14 @@ def _journal_for(store: object, floes: Sequence[Floe[Any]]) -> TraceJournal | No
     if isinstance(store, SupportsTraceLifecycle):
         return TraceJournal(store, flow_key(floes))
     return None
+
+
+def _target_names(to: Target) -> list[str] | None:
+    """The names of the nodes ``to`` selects, as the journal keeps them; None for all."""
+    if to is None:
+        return None
+    chosen = [to] if isinstance(to, (Node, Endpoint)) else list(to)
+    return [str(each.name or getattr(each, "node_id", "")) for each in chosen]
 
 
 def _check_maxsize(queue_maxsize: object) -> None:

@@ -3,9 +3,11 @@
 When a flow's ``state_store`` has the lifecycle methods of ``SupportsTraceLifecycle``
 (``save_trace_start``, ``save_trace_end``, ``unfinished_traces``), the flow records each
 trace's input message when the trace enters through OpenSea and its status when it ends.
-``PenguiFlow.recover()`` then emits again, with the same trace id, the input of every trace
-still marked running: delivery is at least once, and ``Context.idempotency_key`` lets nodes
-make their side effects safe.
+``PenguiFlow.recover()`` then takes over the traces still marked running that no other live
+process holds (see the stores' leases) and emits again, with the same trace id and to the
+same nodes, the input of each: delivery is at least once, and ``Context.idempotency_key``
+lets nodes make their side effects safe. Chunks a caller streamed in with ``emit_chunk``
+are not journaled: a recovered trace starts again from its input message alone.
 
 A flow is identified in the store by a key derived from its graph (node names and edges), so
 the same program finds its own traces after a restart without any extra argument.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
@@ -22,7 +25,7 @@ from pydantic_core import to_json
 from ..types import Message
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from ..state import SupportsTraceLifecycle
     from .floe import Floe
@@ -64,26 +67,56 @@ def idempotency_key(trace_id: str | None, node_name: str, message: Any) -> str:
 
 
 class TraceJournal:
-    """Writes traces' starts and ends through the flow's store, a trace's end after its start."""
+    """Writes traces' starts and ends through the flow's store, a trace's end after its start.
 
-    __slots__ = ("_starting", "key", "store")
+    Durability: a store whose ``durability`` is ``"commit"`` (penguiflow's stores, by
+    default) offers ``sync()``, its group commit: ``started`` waits on it, so ``emit()``
+    returns once the trace's start is committed, and ``ended(..., durable=True)`` waits on
+    ``flush()``, so ``fetch()`` hands out a result once its trace's end is committed. A store
+    without them (or in ``"queued"`` durability) is as durable as its ``save_*`` calls.
+    """
+
+    __slots__ = ("_flush", "_starting", "_sync", "key", "store")
 
     def __init__(self, store: SupportsTraceLifecycle, key: str) -> None:
         self.store = store
         self.key = key
         # Starts written by a task (emit_nowait cannot wait), until that task is done.
         self._starting: dict[str, asyncio.Task[None]] = {}
-
-    async def started(self, message: Message) -> None:
-        """Record a trace's input message."""
-        await self.store.save_trace_start(
-            message.trace_id, message.model_dump_json(), flow_key=self.key
+        durable = getattr(store, "durability", None) == "commit"
+        self._sync: Callable[[], Awaitable[None]] | None = (
+            getattr(store, "sync", None) if durable else None
+        )
+        self._flush: Callable[[], Awaitable[None]] | None = (
+            getattr(store, "flush", None) if durable else None
         )
 
+    async def started(self, message: Message, targets: Sequence[str] | None = None) -> None:
+        """Record a trace's input message (and the nodes it went to); wait until durable.
+
+        Raises:
+            Exception: what the store raises; ``StoreFailingError`` when its commits keep
+                failing (the start stays queued, but is not known to be durable).
+        """
+        await self._save_start(message, targets)
+        if self._sync is not None:
+            await self._sync()
+
+    async def _save_start(self, message: Message, targets: Sequence[str] | None) -> None:
+        json = message.model_dump_json()
+        if targets is None:
+            await self.store.save_trace_start(message.trace_id, json, flow_key=self.key)
+        else:  # only penguiflow's stores take it (beyond the protocol)
+            save: Any = self.store.save_trace_start
+            await save(message.trace_id, json, flow_key=self.key, targets=targets)
+
     def start_soon(self, message: Message, owner: TaskOwner) -> None:
-        """Record a trace's input from a task; the trace's end will wait for it."""
+        """Record a trace's input from a task; the trace's end will wait for it.
+
+        Nothing waits for the commit: ``emit_nowait`` cannot.
+        """
         trace_id = message.trace_id
-        task = owner.spawn(self.started(message), name="penguiflow:journal")
+        task = owner.spawn(self._save_start(message, None), name="penguiflow:journal")
         self._starting[trace_id] = task
         task.add_done_callback(lambda done: self._forget_start(trace_id, done))
 
@@ -95,14 +128,40 @@ class TraceJournal:
         if self._starting.get(trace_id) is task:
             del self._starting[trace_id]
 
-    async def ended(self, trace_id: str, status: TraceEnd) -> None:
-        """Record a trace's end, once its start is written."""
+    async def ended(self, trace_id: str, status: TraceEnd, *, durable: bool = False) -> None:
+        """Record a trace's end, once its start is written; ``durable``: until committed.
+
+        ``fetch`` asks for ``durable`` before handing out a result. The wait lasts as
+        long as the store's commits fail; closing the store ends it (``StoreClosedError``).
+        """
         starting = self._starting.get(trace_id)
         if starting is not None:
             await asyncio.wait([starting])
         await self.store.save_trace_end(trace_id, status)
+        if durable and self._flush is not None:
+            await self._flush()
 
-    async def unfinished(self) -> list[Message]:
-        """Return the input messages of this flow's traces that never ended."""
-        traces = await self.store.unfinished_traces(self.key)
-        return [Message.model_validate_json(trace.input_json) for trace in traces]
+    async def unfinished(self) -> list[tuple[Message, list[str] | None]]:
+        """Take over this flow's unfinished traces; return each one's input and targets.
+
+        With a store that keeps leases (``claim_traces``), only the traces no other live
+        process holds are taken (they become this store's); else every unfinished one.
+        """
+        claim = getattr(self.store, "claim_traces", None)
+        traces: Sequence[Any] = (
+            await claim(self.key)
+            if claim is not None
+            else await self.store.unfinished_traces(self.key)
+        )
+        return [
+            (Message.model_validate_json(trace.input_json), _targets(trace)) for trace in traces
+        ]
+
+
+def _targets(trace: object) -> list[str] | None:
+    """The node names a stored trace's input went to, or None (every ingress node)."""
+    text = getattr(trace, "targets", None)
+    if text is None:
+        return None
+    names = json.loads(text)
+    return [str(name) for name in names]

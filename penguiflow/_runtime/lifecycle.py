@@ -13,7 +13,7 @@ from .._events import TRACE_CANCEL_FINISH
 from ..types import Message
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from .context import Context
     from .events import EventSink
@@ -27,7 +27,7 @@ __all__ = ["TraceLifecycle"]
 class TraceLifecycle:
     """Releases items, and tells the journal and the observers when a trace ends."""
 
-    __slots__ = ("journal", "on_cancelled", "owner", "rookery", "sink", "traces")
+    __slots__ = ("journal", "on_cancelled", "on_ended", "owner", "rookery", "sink", "traces")
 
     def __init__(
         self,
@@ -45,6 +45,8 @@ class TraceLifecycle:
         self.owner = owner
         self.on_cancelled: Callable[[str], object] | None = None
         """Told when a cancelled trace has ended: its callers stop waiting (see ``results``)."""
+        self.on_ended: Callable[[str], object] | None = None
+        """Told when any trace has ended (recovery frees a slot, see ``recovery``)."""
 
     def is_new(self, msg: object) -> bool:
         """Whether ``msg`` starts a trace the journal should record (a live Message, new)."""
@@ -54,10 +56,13 @@ class TraceLifecycle:
             and msg.trace_id not in self.traces.records
         )
 
-    async def started(self, msg: Message) -> None:
-        """Journal a trace's input message (no-op without a journal)."""
+    async def started(self, msg: Message, targets: Sequence[str] | None = None) -> None:
+        """Journal a trace's input message and the nodes it went to; wait until durable.
+
+        No-op without a journal.
+        """
         if self.journal is not None:
-            await self.journal.started(msg)
+            await self.journal.started(msg, targets)
 
     def start_soon(self, msg: Message) -> None:
         """Journal a trace's input from a task (for ``emit_nowait``, which cannot wait)."""
@@ -71,8 +76,13 @@ class TraceLifecycle:
             if end is not None:
                 await self.ended(trace_id, end)
 
-    async def ended(self, trace_id: str, end: TraceEnd) -> None:
-        """A trace has nothing pending any more: announce a cancelled one, journal it."""
+    async def ended(self, trace_id: str, end: TraceEnd, *, durable: bool = False) -> None:
+        """A trace has nothing pending any more: announce a cancelled one, journal it.
+
+        With ``durable`` (``fetch`` asks), wait until the journaled end is committed.
+        """
+        if self.on_ended is not None:
+            self.on_ended(trace_id)
         if end == "cancelled":
             if self.on_cancelled is not None:
                 # A message of the trace that came in after the cancel was dropped too: its
@@ -80,4 +90,4 @@ class TraceLifecycle:
                 self.on_cancelled(trace_id)
             await self.sink.emit(TRACE_CANCEL_FINISH, self.rookery, trace_id)
         if self.journal is not None:
-            await self.journal.ended(trace_id, end)
+            await self.journal.ended(trace_id, end, durable=durable)

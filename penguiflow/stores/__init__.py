@@ -20,6 +20,7 @@ from ._errors import (
     StoreBrokenError,
     StoreClosedError,
     StoreError,
+    StoreFailingError,
     WriteBufferFull,
     WritesAbandonedError,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "StoreBrokenError",
     "StoreClosedError",
     "StoreError",
+    "StoreFailingError",
     "StoredTrace",
     "SupportsTraceLifecycle",
     "TraceStatus",

@@ -11,17 +11,22 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
+import logging
 import math
-from typing import TYPE_CHECKING, Final, Literal
+import os
+import socket
+import uuid
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 from ._codec import encode_json
-from ._errors import StoreClosedError, WriteBufferFull
+from ._errors import StoreClosedError, StoreError, WriteBufferFull
 from ._types import (
     END_STATUSES,
     TRACE_STATUSES,
     BindingQuery,
     BindingSave,
     BindingTerminal,
+    LeaseRenew,
     StoredTrace,
     TraceEnd,
     TraceQuery,
@@ -39,7 +44,7 @@ from ._writer import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from types import TracebackType
     from typing import Self
 
@@ -48,13 +53,57 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT_S",
     "DEFAULT_FAILING_AFTER_S",
+    "DEFAULT_LEASE_TTL_S",
     "DEFAULT_RETENTION_S",
+    "Durability",
+    "Lease",
     "StoreBase",
     "binding_key",
 ]
 
 DEFAULT_RETENTION_S: Final = 7 * 24 * 3600.0
 """How long ``prune()`` keeps a finished trace after it ended, by default: 7 days, in seconds."""
+DEFAULT_LEASE_TTL_S: Final = 10.0
+"""How long a store's lease lasts without a heartbeat, by default (it beats every third)."""
+_CLAIM_BATCH: Final = 1000
+_END_LEASE_TIMEOUT_S: Final = 2.0
+logger = logging.getLogger("penguiflow.stores")
+
+Durability: TypeAlias = Literal["commit", "queued"]
+"""When a journaled trace's start and end count as written: see ``StoreBase``."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lease:
+    """A store's claim, as one process, on the traces it runs (see ``StoreBase``)."""
+
+    lease_id: str
+    """Unique to this opening of the store."""
+    owner: str
+    """Names the process: ``owner_id`` if given, else ``host:pid``."""
+    host: str
+    """The host name of the process."""
+    pid: int
+    """The process id."""
+    exclusive: bool
+    """Whether ``owner`` was given: then at most one live store uses it, and opening ends
+    the leases of the owner's earlier openings."""
+
+
+def _event_kinds(name: str, events: str | Iterable[str]) -> frozenset[str] | None:
+    if events == "all":
+        return None
+    if events == "none":
+        return frozenset()
+    if isinstance(events, str):
+        raise ValueError(
+            f"{name}: events must be 'all', 'none' or a collection of event kinds, got {events!r}"
+        )
+    kinds = frozenset(events)
+    wrong = sorted(repr(kind) for kind in kinds if not isinstance(kind, str))
+    if wrong:
+        raise ValueError(f"{name}: events must be strings (event kinds), got {', '.join(wrong)}")
+    return kinds
 
 
 def binding_key(trace_id: str, context_id: str | None, task_id: str) -> str:
@@ -86,10 +135,26 @@ class StoreBase(abc.ABC):
         retry_max_s: The cap on the wait between commit attempts.
         failing_after_s: Seconds of failed commits in a row after which ``status`` is
             ``failing`` (and a flow refuses new traces).
-        clock: The wall clock that stamps traces and bindings (epoch seconds).
+        clock: The wall clock that stamps traces, bindings and leases (epoch seconds).
+        durability: ``"commit"`` (the default): a flow's ``emit()`` returns once the trace's
+            start is committed and ``fetch()`` hands out a trace's result once its end is;
+            ``"queued"``: both return once the write is queued, which is faster, but a crash
+            loses what was queued and not committed (at most ``batch_size`` writes, usually
+            the last few milliseconds): acknowledged traces may be lost, fetched ones re-run.
+        events: Which flow events to keep: ``"all"`` (the default), ``"none"`` (only the
+            trace journal), or the event kinds to keep; the flow builds no event the store
+            does not keep (unless a middleware or the log wants it).
+        owner_id: Names this process in the store's leases. When given, it must be unique
+            among live processes, and a restarted process that gives it again takes over
+            its earlier traces at once; by default (``host:pid``) a dead process's traces
+            are taken over once its lease expires.
+        lease_ttl_s: How long the store's lease lasts without a heartbeat (it beats every
+            third of it); ``recover()`` in another process takes over this one's traces
+            only once it has expired.
 
     Raises:
-        ValueError: inconsistent sizes or retry waits.
+        ValueError: inconsistent sizes or retry waits, an unknown ``durability``, ``events``
+            that is not "all", "none" or strings, or a ``lease_ttl_s`` not finite and > 0.
     """
 
     def __init__(
@@ -102,7 +167,28 @@ class StoreBase(abc.ABC):
         retry_max_s: float,
         clock: Callable[[], float],
         failing_after_s: float = DEFAULT_FAILING_AFTER_S,
+        durability: Durability = "commit",
+        events: str | Iterable[str] = "all",
+        owner_id: str | None = None,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
     ) -> None:
+        if durability not in ("commit", "queued"):
+            raise ValueError(f"{name}: durability must be 'commit' or 'queued', got {durability!r}")
+        if not (isinstance(lease_ttl_s, (int, float)) and 0 < lease_ttl_s < math.inf):
+            raise ValueError(f"{name}: lease_ttl_s must be finite and > 0, got {lease_ttl_s!r}")
+        if owner_id is not None and (not isinstance(owner_id, str) or not owner_id):
+            raise ValueError(f"{name}: owner_id must be a non-empty str, got {owner_id!r}")
+        self.durability: Durability = durability
+        """See the ``durability`` argument."""
+        self.event_kinds: frozenset[str] | None = _event_kinds(name, events)
+        """The event kinds the store keeps; None for all."""
+        host, pid = socket.gethostname(), os.getpid()
+        self.lease = Lease(
+            uuid.uuid4().hex, owner_id or f"{host}:{pid}", host, pid, owner_id is not None
+        )
+        """This opening's lease: the traces it starts or takes over are its own."""
+        self._lease_ttl_s = float(lease_ttl_s)
+        self._heartbeat: asyncio.Task[None] | None = None
         self._writer: BatchWriter[WriteOp] = BatchWriter(
             self._commit_batch,
             name=name,
@@ -173,8 +259,28 @@ class StoreBase(abc.ABC):
                 raise StoreClosedError(self.describe())
             if self._phase == "new":
                 await self._open()
+                now = self._clock()
+                try:
+                    await self._register_lease(self.lease, now, now + self._lease_ttl_s)
+                except BaseException:
+                    await self._release()
+                    raise
                 self._writer.start()
+                self._heartbeat = asyncio.get_running_loop().create_task(
+                    self._beat(), name=f"penguiflow.stores heartbeat: {self._name}"
+                )
                 self._phase = "started"
+
+    async def _beat(self) -> None:
+        """Renew the lease every third of its time to live, through the writer (in order)."""
+        lease, ttl = self.lease, self._lease_ttl_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            now = self._clock()
+            try:
+                await self._writer.put(LeaseRenew(lease.lease_id, lease.owner, now + ttl, now))
+            except StoreError:
+                return  # closed or broken: the lease expires by itself
 
     async def close(self, timeout_s: float | None = DEFAULT_CLOSE_TIMEOUT_S) -> None:
         """Commit every queued write, stop the writer and release the backend. Idempotent.
@@ -193,12 +299,37 @@ class StoreBase(abc.ABC):
             if self._phase == "closed":
                 return
             started = self._phase == "started"
+            heartbeat, self._heartbeat = self._heartbeat, None
+            if heartbeat is not None:
+                heartbeat.cancel()
+                await asyncio.wait([heartbeat])
             self._phase = "closed"
         try:
             await self._writer.close(timeout_s)
+            if started:
+                await self._end_lease_quietly()
         finally:
             if started:
                 await self._release()
+
+    async def _end_lease_quietly(self) -> None:
+        """End the lease once everything is committed, bounded and best effort.
+
+        What the store leaves running may then be taken over at once; if this fails, the
+        lease simply expires.
+        """
+        try:
+            async with asyncio.timeout(_END_LEASE_TIMEOUT_S):
+                await self._end_lease(self.lease.lease_id)
+        except Exception as exc:  # the database is gone: the lease expires by itself
+            logger.warning(
+                "state_store_lease_not_ended",
+                extra={
+                    "event": "state_store_lease_not_ended",
+                    "store": self._name,
+                    "exception": repr(exc),
+                },
+            )
 
     async def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every write queued before this call is committed.
@@ -212,6 +343,20 @@ class StoreBase(abc.ABC):
             StoreBrokenError: the writer task stopped before committing them.
         """
         await self._writer.flush(timeout_s)
+
+    async def sync(self) -> None:
+        """Wait until every write queued before this call is committed, unless failing.
+
+        This is the group commit a flow waits on for a journaled trace's start and end
+        (with ``durability="commit"``): callers waiting at one time share one commit.
+
+        Raises:
+            StoreFailingError: ``status`` is, or becomes, ``failing`` first; the writes stay
+                queued and are retried.
+            StoreBrokenError: the writer task stopped before committing them.
+            StoreClosedError: the store was closed before they were committed.
+        """
+        await self._writer.sync()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -242,12 +387,23 @@ class StoreBase(abc.ABC):
             return
         await self._enqueue(event)
 
-    async def save_trace_start(self, trace_id: str, message_json: str, *, flow_key: str) -> None:
+    async def save_trace_start(
+        self,
+        trace_id: str,
+        message_json: str,
+        *,
+        flow_key: str,
+        targets: Sequence[str] | None = None,
+    ) -> None:
         """Record that ``trace_id`` started (or started again) with this input, as running.
 
-        ``message_json`` is kept verbatim. A restart keeps the first ``created_at``.
+        ``message_json`` is kept verbatim; ``targets`` names the nodes it was sent to (None:
+        every ingress node). The trace is this store's lease's. A restart keeps the first
+        ``created_at``.
         """
-        await self._enqueue(TraceStart(trace_id, message_json, flow_key, self._clock()))
+        names = None if targets is None else encode_json(list(targets))
+        op = TraceStart(trace_id, message_json, flow_key, self._clock(), self.lease.lease_id, names)
+        await self._enqueue(op)
 
     async def save_trace_end(self, trace_id: str, status: str) -> None:
         """Record how a trace ended; a trace never started is left unrecorded.
@@ -329,6 +485,28 @@ class StoreBase(abc.ABC):
         query = TraceQuery("running", flow_key=flow_key, limit=None, oldest_first=True)
         return await self._read_traces(query)
 
+    async def claim_traces(self, flow_key: str) -> list[StoredTrace]:
+        """Take over the flow's running traces that no other live lease holds, oldest first.
+
+        A running trace is taken when it has no lease, or its lease has expired, or ended
+        when its store closed, or was replaced by an ``owner_id`` given again; the traces of
+        this store's own lease are returned too (the caller skips those it still runs).
+        Each taken trace becomes this store's lease's, in the store, so two stores claiming
+        at once never take one trace. Writes queued before the call are committed first.
+
+        Raises:
+            StoreClosedError: the store was closed.
+        """
+        await self._settle()
+        claimed: list[StoredTrace] = []
+        while True:
+            batch = await self._claim(flow_key, self.lease.lease_id, self._clock(), _CLAIM_BATCH)
+            claimed.extend(batch)
+            if len(batch) < _CLAIM_BATCH:
+                break
+        claimed.sort(key=lambda trace: (trace.created_at, trace.trace_id))
+        return claimed
+
     async def find_binding(
         self,
         *,
@@ -397,6 +575,26 @@ class StoreBase(abc.ABC):
     @abc.abstractmethod
     async def _release(self) -> None:
         """Release what ``_open`` acquired."""
+
+    @abc.abstractmethod
+    async def _register_lease(self, lease: Lease, now: float, expires_at: float) -> None:
+        """Record ``lease`` as held until ``expires_at``, committed before returning.
+
+        For an ``exclusive`` lease, end (expire at 0) every other lease of the same owner.
+        """
+
+    @abc.abstractmethod
+    async def _end_lease(self, lease_id: str) -> None:
+        """Mark the lease ended (``expires_at`` 0), committed before returning."""
+
+    @abc.abstractmethod
+    async def _claim(
+        self, flow_key: str, lease_id: str, now: float, limit: int
+    ) -> list[StoredTrace]:
+        """Give ``lease_id`` at most ``limit`` unowned running traces of the flow; return them.
+
+        One transaction; see ``claim_traces`` and ``_rows.claim_traces_sql``.
+        """
 
     @abc.abstractmethod
     async def _commit_batch(self, batch: Sequence[WriteOp]) -> None:

@@ -7,6 +7,7 @@ Hierarchy::
           ├── WriteBufferFull                            put_nowait found no room
           ├── StoreClosedError       (also RuntimeError) you closed the store
           ├── StoreBrokenError       (also RuntimeError) the store's writer stopped on its own
+          ├── StoreFailingError      (also RuntimeError) sync() gave up: commits keep failing
           ├── FlushTimeoutError      (also TimeoutError) flush(timeout_s) ran out; writes kept
           ├── WritesAbandonedError   (also TimeoutError) close(timeout_s) ran out; writes lost
           ├── IncompatibleStoreError (also RuntimeError) the database is not a penguiflow store
@@ -15,7 +16,9 @@ Hierarchy::
 
 A failing commit is not an exception the caller sees: the writer retries it, logs
 ``state_store_write_failed`` and reports it in the store's ``status`` (see ``_writer``); only
-a bounded ``flush`` or ``close`` that runs out of time raises.
+a bounded ``flush`` or ``close`` that runs out of time raises, and ``sync`` (which the flow
+uses to make a trace's start durable before ``emit`` returns) gives up once the status is
+``failing``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "StoreBrokenError",
     "StoreClosedError",
     "StoreError",
+    "StoreFailingError",
     "WriteBufferFull",
     "WritesAbandonedError",
 ]
@@ -59,6 +63,23 @@ class StoreBrokenError(StoreError, RuntimeError):
     def __init__(self, store: str) -> None:
         super().__init__(f"the writer of {store} stopped unexpectedly; see the logged error")
         self.store = store
+
+
+class StoreFailingError(StoreError, RuntimeError):
+    """The store's commits have failed for ``failing_after_s`` in a row: ``sync()`` gave up.
+
+    The writes stay queued and are retried; they are not known to be durable.
+
+    Attributes:
+        store: A description of the store (its class and location).
+        error: The error of the last failed commit (None if the writer stopped on its own).
+    """
+
+    def __init__(self, store: str, error: BaseException | None) -> None:
+        cause = f": {error!r}" if error is not None else ""
+        super().__init__(f"{store} is failing, its commits keep failing{cause}")
+        self.store = store
+        self.error = error
 
 
 class FlushTimeoutError(StoreError, TimeoutError):

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from ._fold import TraceUpsert
-    from ._types import BindingSave, BindingTerminal, TraceEnd, TraceQuery
+    from ._types import BindingSave, BindingTerminal, LeaseRenew, TraceEnd, TraceQuery
 
 __all__ = [
     "BINDING_COLUMNS",
@@ -27,9 +27,11 @@ __all__ = [
     "TRACE_COLUMNS",
     "binding_from_row",
     "binding_row",
+    "claim_traces_sql",
     "event_from_row",
     "event_row",
     "events_document",
+    "lease_row",
     "select_traces",
     "terminal_row",
     "trace_end_row",
@@ -39,7 +41,9 @@ __all__ = [
 
 EVENT_COLUMNS: Final = ("trace_id", "ts", "kind", "node_name", "node_id", "payload")
 """The columns ``event_row`` fills; reads select ``id`` first, then these."""
-TRACE_COLUMNS: Final = "trace_id, status, input_json, created_at, updated_at, flow_key"
+TRACE_COLUMNS: Final = (
+    "trace_id, status, input_json, created_at, updated_at, flow_key, targets, lease_id"
+)
 BINDING_COLUMNS: Final = (
     "binding_key, trace_id, context_id, task_id, agent_url, router_session_id, remote_skill, "
     "tenant_id, user_id, last_remote_task_id, is_terminal, metadata"
@@ -85,7 +89,7 @@ def events_document(events: Sequence[StoredEvent]) -> str:
 
 
 def trace_upsert_row(upsert: TraceUpsert) -> Row:
-    """Values of a trace's row: trace_id, status, input_json, flow_key, created_at, updated_at."""
+    """Values of a trace's row, in ``_fold.TraceUpsert``'s field order."""
     return (
         clean_text(upsert.trace_id),
         upsert.status,
@@ -93,7 +97,14 @@ def trace_upsert_row(upsert: TraceUpsert) -> Row:
         clean_text(upsert.flow_key),
         upsert.created_at,
         upsert.updated_at,
+        clean_text(upsert.lease_id),
+        clean_text(upsert.targets),
     )
+
+
+def lease_row(op: LeaseRenew) -> Row:
+    """Values for renewing a lease: lease_id, owner, expires_at, at."""
+    return (clean_text(op.lease_id), clean_text(op.owner), op.expires_at, op.at)
 
 
 def trace_end_row(op: TraceEnd) -> Row:
@@ -154,7 +165,7 @@ def trace_from_row(row: Sequence[object]) -> StoredTrace:
     Raises:
         CorruptRecordError: the status is not one of the known ones.
     """
-    trace_id, status, input_json, created_at, updated_at, flow_key = row
+    trace_id, status, input_json, created_at, updated_at, flow_key, targets, lease_id = row
     known = TRACE_STATUSES.get(str(status))
     if known is None:
         raise CorruptRecordError("traces", trace_id, f"unknown status {status!r}")
@@ -165,6 +176,8 @@ def trace_from_row(row: Sequence[object]) -> StoredTrace:
         created_at=_number(created_at, "traces", trace_id),
         updated_at=_number(updated_at, "traces", trace_id),
         flow_key=str(flow_key),
+        targets=_text(targets),
+        lease_id=_text(lease_id),
     )
 
 
@@ -220,6 +233,29 @@ def select_traces(
         args.append(query.limit)
         sql += f" LIMIT {placeholder(len(args))}"
     return sql, args
+
+
+def claim_traces_sql(placeholder: Callable[[int], str], *, skip_locked: bool) -> str:
+    """Return the statement that takes over a flow's unowned running traces, oldest first.
+
+    Its arguments, in order: the claiming lease, the time now (epoch seconds), the flow key
+    and the most traces to take. A running trace is taken when it has no lease, or its
+    lease has expired (or is missing), or it is the claiming lease itself (the caller knows
+    which of its own it is still running); each taken trace gets the claiming lease.
+    The statement returns the taken traces as ``TRACE_COLUMNS``, in no particular order.
+    With ``skip_locked`` (PostgreSQL), rows another claim is taking at the same moment are
+    skipped, so two claims never take one trace; SQLite's single writer gives the same.
+    """
+    lease, now, flow, limit = (placeholder(n) for n in range(1, 5))
+    lock = " FOR UPDATE OF t SKIP LOCKED" if skip_locked else ""
+    return (
+        f"UPDATE traces SET lease_id = {lease}, updated_at = {now} WHERE trace_id IN ("
+        "SELECT t.trace_id FROM traces AS t LEFT JOIN leases AS l ON l.lease_id = t.lease_id"
+        f" WHERE t.flow_key = {flow} AND t.status = 'running' AND (t.lease_id IS NULL"
+        f" OR t.lease_id = {lease} OR l.lease_id IS NULL OR l.expires_at < {now})"
+        f" ORDER BY t.created_at, t.trace_id LIMIT {limit}{lock})"
+        f" RETURNING {TRACE_COLUMNS}"
+    )
 
 
 def _text(value: object) -> str | None:

@@ -8,6 +8,8 @@ penguiflow store from the future, or something else that must be left alone.
 Versions:
     1. ``schema_meta``, ``events`` (append-only log) and ``remote_bindings``.
     2. adds ``traces`` (status and input of every trace, for recovery).
+    3. adds ``leases`` (which process runs which traces) and the traces' ``lease_id`` and
+       ``targets`` columns.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ __all__ = [
     "plan",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this code writes; a database at a higher version is refused."""
 SCHEMA_META: Final = "schema_meta"
 VERSION_KEY: Final = "schema_version"
@@ -57,10 +59,21 @@ _BINDINGS = frozenset(
     }
 )
 _TRACES = frozenset({"trace_id", "status", "input_json", "flow_key", "created_at", "updated_at"})
+_TRACES_3 = _TRACES | {"lease_id", "targets"}
+_LEASES = frozenset(
+    {"lease_id", "owner", "host", "pid", "started_at", "heartbeat_at", "expires_at"}
+)
 
 TABLES: Final[Mapping[int, Mapping[str, frozenset[str]]]] = {
     1: {SCHEMA_META: _META, "events": _EVENTS, "remote_bindings": _BINDINGS},
     2: {SCHEMA_META: _META, "events": _EVENTS, "remote_bindings": _BINDINGS, "traces": _TRACES},
+    3: {
+        SCHEMA_META: _META,
+        "events": _EVENTS,
+        "remote_bindings": _BINDINGS,
+        "traces": _TRACES_3,
+        "leases": _LEASES,
+    },
 }
 """The columns of every table, by schema version."""
 KNOWN_TABLES: Final = tuple(sorted(set().union(*TABLES.values())))

@@ -21,6 +21,7 @@ __all__ = [
     "BindingQuery",
     "BindingSave",
     "BindingTerminal",
+    "LeaseRenew",
     "StoredTrace",
     "TraceEnd",
     "TraceQuery",
@@ -59,6 +60,11 @@ class StoredTrace:
     """When the trace last changed status, epoch seconds."""
     flow_key: str
     """Names the flow that runs the trace, so that a restarted flow finds its own traces."""
+    targets: str | None = None
+    """The names of the nodes the input was sent to (``emit(..., to=...)``), as a JSON list;
+    None when it went to every ingress node."""
+    lease_id: str | None = None
+    """The lease of the store (one per process) that runs the trace; None if unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,8 @@ class TraceStart:
     input_json: str
     flow_key: str
     at: float
+    lease_id: str | None = None
+    targets: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +124,19 @@ class BindingTerminal:
     at: float
 
 
-WriteOp: TypeAlias = StoredEvent | TraceStart | TraceEnd | BindingSave | BindingTerminal
+@dataclass(frozen=True, slots=True)
+class LeaseRenew:
+    """Queued by a store's heartbeat: its lease is held until ``expires_at`` (epoch seconds)."""
+
+    lease_id: str
+    owner: str
+    expires_at: float
+    at: float
+
+
+WriteOp: TypeAlias = (
+    StoredEvent | TraceStart | TraceEnd | BindingSave | BindingTerminal | LeaseRenew
+)
 """Everything a store's writer commits."""
 
 

@@ -28,6 +28,7 @@ from ._errors import (
     FlushTimeoutError,
     StoreBrokenError,
     StoreClosedError,
+    StoreFailingError,
     WriteBufferFull,
     WritesAbandonedError,
 )
@@ -231,6 +232,8 @@ class BatchWriter(Generic[T]):
         self._sleep = sleep
         self._buffer: _Buffer[T] = _Buffer(name, buffer_size)
         self._flushers: deque[tuple[int, asyncio.Future[None]]] = deque()
+        # Waiters of ``sync``: as flushers, but failed once the status is ``failing``.
+        self._syncers: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._committed = 0
         self._task: asyncio.Task[None] | None = None
         self._failing_after_s = failing_after_s
@@ -343,6 +346,31 @@ class BatchWriter(Generic[T]):
         except TimeoutError:
             raise FlushTimeoutError(self._name, self.pending, timeout_s) from self.last_error
 
+    async def sync(self) -> None:
+        """Wait until every write accepted before this call is committed, unless failing.
+
+        The group commit behind durable admission: the callers waiting here at one time are
+        woken together by the commit of the batch that holds their writes. Unlike ``flush``
+        this gives up once the status is ``failing`` (checked after each failed commit), so
+        a caller is told its write is not durable instead of waiting for as long as the
+        database is down. The writes stay queued either way.
+
+        Raises:
+            StoreFailingError: the status is, or becomes, ``failing`` first.
+            StoreBrokenError: the writer task stopped before committing them.
+            StoreClosedError: ``close()`` gave up and abandoned them.
+        """
+        target = self._buffer.accepted
+        if self._committed >= target:
+            return
+        if self._buffer.state == "broken":
+            raise self._buffer.error()
+        if self.status == "failing":
+            raise StoreFailingError(self._name, self.last_error)
+        waiter = asyncio.get_running_loop().create_future()
+        self._syncers.append((target, waiter))
+        await waiter
+
     async def close(self, timeout_s: float | None = DEFAULT_CLOSE_TIMEOUT_S) -> None:
         """Refuse new writes, commit everything accepted or waiting, then stop the task.
 
@@ -426,6 +454,8 @@ class BatchWriter(Generic[T]):
                         "exception": repr(exc),
                     },
                 )
+                if self.status == "failing":
+                    self._fail_syncers(StoreFailingError(self._name, exc))
                 await self._sleep(delay)
                 continue
             self._failing_since = None
@@ -438,15 +468,22 @@ class BatchWriter(Generic[T]):
             return
 
     def _wake_flushers(self) -> None:
-        flushers = self._flushers
-        while flushers and flushers[0][0] <= self._committed:
-            _, waiter = flushers.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        for flushers in (self._flushers, self._syncers):
+            while flushers and flushers[0][0] <= self._committed:
+                _, waiter = flushers.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _fail_flushers(self, error: Exception) -> None:
         while self._flushers:
             _, waiter = self._flushers.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._fail_syncers(error)
+
+    def _fail_syncers(self, error: Exception) -> None:
+        while self._syncers:
+            _, waiter = self._syncers.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
 

@@ -13,12 +13,26 @@ import time
 from typing import TYPE_CHECKING
 
 from ..state import RemoteBinding, StoredEvent
-from ._base import DEFAULT_FAILING_AFTER_S, StoreBase, binding_key
+from ._base import (
+    DEFAULT_FAILING_AFTER_S,
+    DEFAULT_LEASE_TTL_S,
+    Durability,
+    Lease,
+    StoreBase,
+    binding_key,
+)
 from ._codec import decode_object, encode_json
-from ._types import BindingSave, BindingTerminal, StoredTrace, TraceEnd, TraceStart
+from ._types import (
+    BindingSave,
+    BindingTerminal,
+    LeaseRenew,
+    StoredTrace,
+    TraceEnd,
+    TraceStart,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from ._types import BindingQuery, TraceQuery, WriteOp
 
@@ -48,6 +62,10 @@ class MemoryStore(StoreBase):
         failing_after_s: Seconds of failing commits in a row before ``status`` is
             ``failing`` (30 s by default).
         clock: The wall clock that stamps traces and bindings.
+        durability: ``"commit"`` (default) or ``"queued"``; see ``StoreBase``.
+        events: Which flow events to keep: ``"all"``, ``"none"`` or a collection of kinds.
+        owner_id: Names this process in the store's leases; see ``StoreBase``.
+        lease_ttl_s: How long the lease lasts without a heartbeat (10 s by default).
     """
 
     def __init__(
@@ -59,6 +77,10 @@ class MemoryStore(StoreBase):
         retry_max_s: float = 5.0,
         failing_after_s: float = DEFAULT_FAILING_AFTER_S,
         clock: Callable[[], float] = time.time,
+        durability: Durability = "commit",
+        events: str | Iterable[str] = "all",
+        owner_id: str | None = None,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
     ) -> None:
         super().__init__(
             name=f"MemoryStore at {id(self):#x}",
@@ -68,14 +90,51 @@ class MemoryStore(StoreBase):
             retry_max_s=retry_max_s,
             failing_after_s=failing_after_s,
             clock=clock,
+            durability=durability,
+            events=events,
+            owner_id=owner_id,
+            lease_ttl_s=lease_ttl_s,
         )
         self._event_ids = itertools.count(1)
         self._histories: dict[str | None, list[_EventRow]] = {}
         self._traces: dict[str, StoredTrace] = {}
         self._bindings: dict[str, _BindingRow] = {}
+        # lease id -> (owner, expires_at)
+        self._leases: dict[str, tuple[str, float]] = {}
 
     async def _open(self) -> None:
         return None
+
+    async def _register_lease(self, lease: Lease, now: float, expires_at: float) -> None:
+        if lease.exclusive:
+            for lease_id, (owner, _) in list(self._leases.items()):
+                if owner == lease.owner:
+                    self._leases[lease_id] = (owner, 0.0)
+        self._leases[lease.lease_id] = (lease.owner, expires_at)
+
+    async def _end_lease(self, lease_id: str) -> None:
+        held = self._leases.get(lease_id)
+        if held is not None:
+            self._leases[lease_id] = (held[0], 0.0)
+
+    async def _claim(
+        self, flow_key: str, lease_id: str, now: float, limit: int
+    ) -> list[StoredTrace]:
+        # No await: nothing interleaves, so the claim is one step, as a transaction.
+        claimed: list[StoredTrace] = []
+        running = sorted(
+            (t for t in self._traces.values() if t.status == "running" and t.flow_key == flow_key),
+            key=lambda trace: (trace.created_at, trace.trace_id),
+        )
+        for trace in running:
+            if len(claimed) >= limit:
+                break
+            held = trace.lease_id
+            if held not in (None, lease_id) and self._leases.get(held, ("", 0.0))[1] >= now:
+                continue
+            trace.lease_id, trace.updated_at = lease_id, now
+            claimed.append(dataclasses.replace(trace))
+        return claimed
 
     async def _release(self) -> None:
         return None
@@ -104,12 +163,23 @@ class MemoryStore(StoreBase):
             known = self._traces.get(op.trace_id)
             created_at = op.at if known is None else known.created_at
             self._traces[op.trace_id] = StoredTrace(
-                op.trace_id, "running", op.input_json, created_at, op.at, op.flow_key
+                op.trace_id,
+                "running",
+                op.input_json,
+                created_at,
+                op.at,
+                op.flow_key,
+                op.targets,
+                op.lease_id,
             )
         elif isinstance(op, TraceEnd):
             trace = self._traces.get(op.trace_id)
             if trace is not None:
                 trace.status, trace.updated_at = op.status, op.at
+        elif isinstance(op, LeaseRenew):
+            held = self._leases.get(op.lease_id)
+            if held is not None and held[1] > 0:  # an ended lease is never renewed
+                self._leases[op.lease_id] = (held[0], op.expires_at)
         elif isinstance(op, BindingSave):
             binding = op.binding
             key = binding_key(binding.trace_id, binding.context_id, binding.task_id)

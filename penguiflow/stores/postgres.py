@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
 
-from ._base import DEFAULT_FAILING_AFTER_S, StoreBase
+from ._base import DEFAULT_FAILING_AFTER_S, DEFAULT_LEASE_TTL_S, Durability, StoreBase
 from ._codec import clean_text
 from ._fold import fold
 from ._rows import (
@@ -25,8 +25,10 @@ from ._rows import (
     EVENT_COLUMNS,
     binding_from_row,
     binding_row,
+    claim_traces_sql,
     event_from_row,
     event_row,
+    lease_row,
     select_traces,
     terminal_row,
     trace_end_row,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from ..state import RemoteBinding, StoredEvent
+    from ._base import Lease
     from ._types import BindingQuery, StoredTrace, TraceQuery, WriteOp
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
@@ -85,6 +88,18 @@ MIGRATIONS: Final = (
             "CREATE INDEX traces_by_flow ON traces (flow_key, status, created_at)",
         ),
     ),
+    Migration(
+        3,
+        "leases; traces.lease_id and traces.targets",
+        (
+            "ALTER TABLE traces ADD COLUMN lease_id text",
+            "ALTER TABLE traces ADD COLUMN targets text",
+            "CREATE TABLE leases (lease_id text PRIMARY KEY, owner text NOT NULL,"
+            " host text NOT NULL, pid bigint NOT NULL, started_at double precision NOT NULL,"
+            " heartbeat_at double precision NOT NULL, expires_at double precision NOT NULL)",
+            "CREATE INDEX leases_by_owner ON leases (owner)",
+        ),
+    ),
 )
 """Every schema step, oldest first; see ``_schema``."""
 
@@ -93,11 +108,25 @@ _SET_VERSION: Final = (
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
 _UPSERT_TRACES: Final = (
-    "INSERT INTO traces (trace_id, status, input_json, flow_key, created_at, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (trace_id) DO UPDATE SET"
-    " status = excluded.status, input_json = excluded.input_json,"
-    " flow_key = excluded.flow_key, updated_at = excluded.updated_at"
+    "INSERT INTO traces (trace_id, status, input_json, flow_key, created_at, updated_at,"
+    " lease_id, targets) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    " ON CONFLICT (trace_id) DO UPDATE SET status = excluded.status,"
+    " input_json = excluded.input_json, flow_key = excluded.flow_key,"
+    " updated_at = excluded.updated_at, lease_id = excluded.lease_id,"
+    " targets = excluded.targets"
 )
+# An ended lease (expires_at 0) is never renewed.
+_RENEW_LEASES: Final = (
+    "UPDATE leases SET heartbeat_at = $4, expires_at = $3"
+    " WHERE lease_id = $1 AND owner = $2 AND expires_at > 0"
+)
+_REGISTER_LEASE: Final = (
+    "INSERT INTO leases (lease_id, owner, host, pid, started_at, heartbeat_at, expires_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+_END_OWNER_LEASES: Final = "UPDATE leases SET expires_at = 0 WHERE owner = $1 AND lease_id <> $2"
+_END_LEASE: Final = "UPDATE leases SET expires_at = 0 WHERE lease_id = $1"
+_CLAIM: Final = claim_traces_sql(lambda n: f"${n}", skip_locked=True)
 _END_TRACES: Final = "UPDATE traces SET status = $2, updated_at = $3 WHERE trace_id = $1"
 _SAVE_BINDINGS: Final = (
     f"INSERT INTO remote_bindings ({BINDING_COLUMNS}, updated_at, seq)"
@@ -134,7 +163,9 @@ _PRUNE: Final = (
     " RETURNING trace_id),"
     " events_gone AS (DELETE FROM events WHERE trace_id IN (SELECT trace_id FROM gone)),"
     " bindings_gone AS (DELETE FROM remote_bindings"
-    " WHERE trace_id IN (SELECT trace_id FROM gone))"
+    " WHERE trace_id IN (SELECT trace_id FROM gone)),"
+    " leases_gone AS (DELETE FROM leases WHERE expires_at < $1 AND lease_id NOT IN"
+    " (SELECT lease_id FROM traces WHERE status = 'running' AND lease_id IS NOT NULL))"
     " SELECT count(*) FROM gone"
 )
 _INSPECT: Final = (
@@ -191,6 +222,10 @@ class PostgresStore(StoreBase):
         connect_timeout_s: How long to wait for a connection.
         command_timeout_s: How long any one statement may take.
         clock: The wall clock that stamps traces and bindings.
+        durability: ``"commit"`` (default) or ``"queued"``; see ``StoreBase``.
+        events: Which flow events to keep: ``"all"``, ``"none"`` or a collection of kinds.
+        owner_id: Names this process in the store's leases; see ``StoreBase``.
+        lease_ttl_s: How long the lease lasts without a heartbeat (10 s by default).
 
     Raises:
         TimeoutError: at open, the server did not complete a connection within
@@ -212,6 +247,10 @@ class PostgresStore(StoreBase):
         connect_timeout_s: float = 10.0,
         command_timeout_s: float = 60.0,
         clock: Callable[[], float] = time.time,
+        durability: Durability = "commit",
+        events: str | Iterable[str] = "all",
+        owner_id: str | None = None,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
     ) -> None:
         super().__init__(
             name=f"PostgresStore(schema={schema!r})",
@@ -221,6 +260,10 @@ class PostgresStore(StoreBase):
             retry_max_s=retry_max_s,
             failing_after_s=failing_after_s,
             clock=clock,
+            durability=durability,
+            events=events,
+            owner_id=owner_id,
+            lease_ttl_s=lease_ttl_s,
         )
         self._dsn = dsn
         self._schema = schema
@@ -305,6 +348,7 @@ class PostgresStore(StoreBase):
                     (_END_TRACES, [trace_end_row(op) for op in folded.trace_ends]),
                     (_MARK_TERMINAL, [terminal_row(op) for op in folded.binding_terminals]),
                     (_SAVE_BINDINGS, [binding_row(op) for op in folded.binding_saves]),
+                    (_RENEW_LEASES, [lease_row(op) for op in folded.leases]),
                 ):
                     if rows:
                         await connection.executemany(sql, rows)
@@ -316,6 +360,34 @@ class PostgresStore(StoreBase):
             columns=EVENT_COLUMNS,
             schema_name=self._schema,
         )
+
+    async def _register_lease(self, lease: Lease, now: float, expires_at: float) -> None:
+        assert self._pool is not None, "a lease is registered only while the store is open"
+        async with self._pool.acquire() as connection, connection.transaction():
+            if lease.exclusive:
+                await connection.execute(_END_OWNER_LEASES, lease.owner, lease.lease_id)
+            await connection.execute(
+                _REGISTER_LEASE,
+                lease.lease_id,
+                lease.owner,
+                lease.host,
+                lease.pid,
+                now,
+                now,
+                expires_at,
+            )
+
+    async def _end_lease(self, lease_id: str) -> None:
+        assert self._pool is not None, "a lease is ended only while the store is open"
+        async with self._pool.acquire() as connection:
+            await connection.execute(_END_LEASE, lease_id)
+
+    async def _claim(
+        self, flow_key: str, lease_id: str, now: float, limit: int
+    ) -> list[StoredTrace]:
+        assert self._pool is not None, "claims run only while the store is open"
+        rows = await self._pool.fetch(_CLAIM, lease_id, now, clean_text(flow_key), limit)
+        return [trace_from_row(row) for row in rows]
 
     async def _prune(self, cutoff: float) -> int:
         assert self._pool is not None, "prune runs only while the store is open"

@@ -3,7 +3,7 @@
 Two connections, each on its own ``aiosqlite`` thread so the event loop never blocks: the
 writer's, used only by the writer task (one statement, hence one transaction, per batch; see
 ``_BATCH_PARTS``), and a reader's, which sees committed data only (WAL lets it read while the
-writer writes). Needs SQLite 3.33 or later with its JSON functions (upsert, UPDATE FROM).
+writer writes). Needs SQLite 3.35 or later with its JSON functions (upsert, UPDATE FROM, RETURNING).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 import aiosqlite
 
-from ._base import DEFAULT_FAILING_AFTER_S, StoreBase
+from ._base import DEFAULT_FAILING_AFTER_S, DEFAULT_LEASE_TTL_S, Durability, StoreBase
 from ._codec import clean_text, encode_json
 from ._errors import IncompatibleStoreError
 from ._fold import fold
@@ -26,8 +26,10 @@ from ._rows import (
     BINDING_COLUMNS,
     binding_from_row,
     binding_row,
+    claim_traces_sql,
     event_from_row,
     events_document,
+    lease_row,
     select_traces,
     terminal_row,
     trace_end_row,
@@ -38,16 +40,17 @@ from ._schema import KNOWN_TABLES, SCHEMA_META, VERSION_KEY, Migration, check_ta
 from ._types import END_STATUSES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from ..state import RemoteBinding, StoredEvent
+    from ._base import Lease
     from ._types import BindingQuery, StoredTrace, TraceQuery, WriteOp
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
 logger = logging.getLogger("penguiflow.stores")
 
-_MIN_SQLITE: Final = (3, 33, 0)
+_MIN_SQLITE: Final = (3, 35, 0)
 
 MIGRATIONS: Final = (
     Migration(
@@ -81,6 +84,18 @@ MIGRATIONS: Final = (
             "CREATE INDEX traces_by_flow ON traces (flow_key, status, created_at)",
         ),
     ),
+    Migration(
+        3,
+        "leases; traces.lease_id and traces.targets",
+        (
+            "ALTER TABLE traces ADD COLUMN lease_id TEXT",
+            "ALTER TABLE traces ADD COLUMN targets TEXT",
+            "CREATE TABLE leases (lease_id TEXT PRIMARY KEY, owner TEXT NOT NULL,"
+            " host TEXT NOT NULL, pid INTEGER NOT NULL, started_at REAL NOT NULL,"
+            " heartbeat_at REAL NOT NULL, expires_at REAL NOT NULL)",
+            "CREATE INDEX leases_by_owner ON leases (owner)",
+        ),
+    ),
 )
 """Every schema step, oldest first; see ``_schema``."""
 
@@ -108,11 +123,12 @@ _SET_VERSION: Final = (
 _BATCH_PARTS: Final = (
     "INSERT INTO events (trace_id, ts, kind, node_name, node_id, payload)"
     f" SELECT {_columns(6)} FROM json_each(NEW.events) ORDER BY key",
-    "INSERT INTO traces (trace_id, status, input_json, flow_key, created_at, updated_at)"
-    f" SELECT {_columns(6)} FROM json_each(NEW.trace_upserts) WHERE true"
+    "INSERT INTO traces (trace_id, status, input_json, flow_key, created_at, updated_at,"
+    f" lease_id, targets) SELECT {_columns(8)} FROM json_each(NEW.trace_upserts) WHERE true"
     " ON CONFLICT (trace_id) DO UPDATE SET status = excluded.status,"
     " input_json = excluded.input_json, flow_key = excluded.flow_key,"
-    " updated_at = excluded.updated_at",
+    " updated_at = excluded.updated_at, lease_id = excluded.lease_id,"
+    " targets = excluded.targets",
     "UPDATE traces SET status = j.status, updated_at = j.at"
     f" FROM (SELECT {_columns(3, 'trace_id', 'status', 'at')}"
     " FROM json_each(NEW.trace_ends)) AS j WHERE traces.trace_id = j.trace_id",
@@ -129,18 +145,30 @@ _BATCH_PARTS: Final = (
     " user_id = excluded.user_id, last_remote_task_id = excluded.last_remote_task_id,"
     " is_terminal = excluded.is_terminal, metadata = excluded.metadata,"
     " updated_at = excluded.updated_at, seq = excluded.seq",
+    # An ended lease (expires_at 0) is never renewed.
+    "UPDATE leases SET heartbeat_at = j.at, expires_at = j.expires_at"
+    f" FROM (SELECT {_columns(4, 'lease_id', 'owner', 'expires_at', 'at')}"
+    " FROM json_each(NEW.leases)) AS j"
+    " WHERE leases.lease_id = j.lease_id AND leases.expires_at > 0",
 )
 _BATCH_VIEW: Final = (
     "CREATE TEMP VIEW penguiflow_batch"
-    " (events, trace_upserts, trace_ends, binding_terminals, binding_saves)"
-    " AS SELECT NULL, NULL, NULL, NULL, NULL"
+    " (events, trace_upserts, trace_ends, binding_terminals, binding_saves, leases)"
+    " AS SELECT NULL, NULL, NULL, NULL, NULL, NULL"
 )
 _BATCH_TRIGGER: Final = (
     "CREATE TEMP TRIGGER penguiflow_batch_commit INSTEAD OF INSERT ON penguiflow_batch BEGIN "
     + "; ".join(_BATCH_PARTS)
     + "; END"
 )
-_COMMIT_BATCH: Final = "INSERT INTO penguiflow_batch VALUES (?, ?, ?, ?, ?)"
+_COMMIT_BATCH: Final = "INSERT INTO penguiflow_batch VALUES (?, ?, ?, ?, ?, ?)"
+_REGISTER_LEASE: Final = (
+    "INSERT INTO leases (lease_id, owner, host, pid, started_at, heartbeat_at, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_END_OWNER_LEASES: Final = "UPDATE leases SET expires_at = 0 WHERE owner = ? AND lease_id <> ?"
+_END_LEASE: Final = "UPDATE leases SET expires_at = 0 WHERE lease_id = ?"
+_CLAIM: Final = claim_traces_sql(lambda n: f"?{n}", skip_locked=False)
 _HISTORY: Final = (
     "SELECT id, trace_id, ts, kind, node_name, node_id, payload FROM events"
     " WHERE trace_id = ? ORDER BY id"
@@ -163,6 +191,11 @@ _LIST_BINDINGS: Final = (
 _ENDED: Final = (
     f"status IN ({', '.join(repr(s) for s in END_STATUSES)}) AND updated_at < NEW.cutoff"
 )
+# Leases that ended before the cutoff and hold no running trace go too.
+_PRUNE_LEASES: Final = (
+    "DELETE FROM leases WHERE expires_at < {cutoff} AND lease_id NOT IN"
+    " (SELECT lease_id FROM traces WHERE status = 'running' AND lease_id IS NOT NULL)"
+)
 _PRUNE_SETUP: Final = (
     "CREATE TEMP TABLE IF NOT EXISTS penguiflow_pruned"
     " (token INTEGER PRIMARY KEY, removed INTEGER NOT NULL)",
@@ -174,7 +207,8 @@ _PRUNE_SETUP: Final = (
     f" DELETE FROM events WHERE trace_id IN (SELECT trace_id FROM traces WHERE {_ENDED});"
     " DELETE FROM remote_bindings"
     f" WHERE trace_id IN (SELECT trace_id FROM traces WHERE {_ENDED});"
-    f" DELETE FROM traces WHERE {_ENDED}; END",
+    f" DELETE FROM traces WHERE {_ENDED};"
+    f" {_PRUNE_LEASES.format(cutoff='NEW.cutoff')}; END",
 )
 _PRUNE: Final = "INSERT INTO penguiflow_prune VALUES (?, ?)"
 _PRUNED: Final = "SELECT removed FROM penguiflow_pruned WHERE token = ?"
@@ -208,10 +242,14 @@ class SQLiteStore(StoreBase):
             ``failing`` (30 s by default).
         busy_timeout_s: How long a statement waits for another process's lock.
         clock: The wall clock that stamps traces and bindings.
+        durability: ``"commit"`` (default) or ``"queued"``; see ``StoreBase``.
+        events: Which flow events to keep: ``"all"``, ``"none"`` or a collection of kinds.
+        owner_id: Names this process in the store's leases; see ``StoreBase``.
+        lease_ttl_s: How long the lease lasts without a heartbeat (10 s by default).
 
     Raises:
         ValueError: ``path`` is ``":memory:"`` (use ``MemoryStore``), or bad sizes.
-        RuntimeError: the SQLite library is older than 3.33.
+        RuntimeError: the SQLite library is older than 3.35.
         FileNotFoundError: at open, the directory of ``path`` does not exist.
         IsADirectoryError: at open, ``path`` is a directory.
         IncompatibleStoreError: at open, the file is not a SQLite database, fails
@@ -229,6 +267,10 @@ class SQLiteStore(StoreBase):
         failing_after_s: float = DEFAULT_FAILING_AFTER_S,
         busy_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        durability: Durability = "commit",
+        events: str | Iterable[str] = "all",
+        owner_id: str | None = None,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
     ) -> None:
         if sqlite3.sqlite_version_info < _MIN_SQLITE:
             raise RuntimeError(
@@ -246,6 +288,10 @@ class SQLiteStore(StoreBase):
             retry_max_s=retry_max_s,
             failing_after_s=failing_after_s,
             clock=clock,
+            durability=durability,
+            events=events,
+            owner_id=owner_id,
+            lease_ttl_s=lease_ttl_s,
         )
         self._busy_timeout_ms = int(busy_timeout_s * 1000)
         self._db: aiosqlite.Connection | None = None
@@ -334,8 +380,38 @@ class SQLiteStore(StoreBase):
             _document([trace_end_row(op) for op in folded.trace_ends]),
             _document([terminal_row(op) for op in folded.binding_terminals]),
             _document([binding_row(op) for op in folded.binding_saves]),
+            _document([lease_row(op) for op in folded.leases]),
         )
         await db.execute(_COMMIT_BATCH, documents)
+
+    async def _register_lease(self, lease: Lease, now: float, expires_at: float) -> None:
+        db = self._db
+        assert db is not None, "a lease is registered only while the store is open"
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if lease.exclusive:
+                await db.execute(_END_OWNER_LEASES, (lease.owner, lease.lease_id))
+            row = (lease.lease_id, lease.owner, lease.host, lease.pid, now, now, expires_at)
+            await db.execute(_REGISTER_LEASE, row)
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+
+    async def _end_lease(self, lease_id: str) -> None:
+        db = self._db
+        assert db is not None, "a lease is ended only while the store is open"
+        await db.execute(_END_LEASE, (lease_id,))
+
+    async def _claim(
+        self, flow_key: str, lease_id: str, now: float, limit: int
+    ) -> list[StoredTrace]:
+        db = self._db
+        assert db is not None, "claims run only while the store is open"
+        # One statement on the writer's connection: one transaction, between two batches.
+        rows = await db.execute_fetchall(_CLAIM, (lease_id, now, clean_text(flow_key), limit))
+        return [trace_from_row(row) for row in rows]
 
     async def _prune(self, cutoff: float) -> int:
         db = self._db

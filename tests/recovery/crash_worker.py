@@ -27,16 +27,21 @@ if TYPE_CHECKING:
     from penguiflow.core import Context
 
 
+# Both phases name themselves alike, as a restarted service would: the second takes over the
+# first's traces at once instead of waiting for its lease to expire.
+OWNER = "crash-worker"
+
+
 def open_store(spec: str) -> Any:
     kind, _, where = spec.partition(":")
     if kind == "sqlite":
         from penguiflow.stores import SQLiteStore
 
-        return SQLiteStore(where)
+        return SQLiteStore(where, owner_id=OWNER)
     from penguiflow.stores import PostgresStore
 
     dsn, _, schema = where.rpartition("#")
-    return PostgresStore(dsn, schema=schema)
+    return PostgresStore(dsn, schema=schema, owner_id=OWNER)
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -22,7 +22,12 @@ from core.helpers import echo, fetch, make_msg, node
 
 from penguiflow.core import PenguiFlow
 from penguiflow.state import StoredEvent
-from penguiflow.stores import FlushTimeoutError, MemoryStore, WritesAbandonedError
+from penguiflow.stores import (
+    FlushTimeoutError,
+    MemoryStore,
+    StoreFailingError,
+    WritesAbandonedError,
+)
 from penguiflow.stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -106,9 +111,9 @@ async def test_status_goes_degraded_then_failing_then_ok(tmp_path: Path) -> None
 
 @pytest.mark.looptime
 async def test_flow_health_and_emit_follow_the_store() -> None:
-    """Interleaving: one trace goes through while commits fail (degraded); after 30 s of
-    failures the flow is failing and a new trace is refused; after a commit succeeds the flow
-    is ok and accepts traces again."""
+    """Interleaving: while commits fail (degraded) an emit waits for its start to be durable;
+    after 30 s of failures the flow is failing, that emit raises (its trace cancelled) and a
+    new trace is refused; after a commit succeeds the flow is ok and accepts traces again."""
     store = FullMemory(failing_after_s=30.0)
     await store.start()
     flow = PenguiFlow(node(echo, "a").to(), state_store=store)
@@ -117,15 +122,19 @@ async def test_flow_health_and_emit_follow_the_store() -> None:
         assert flow.health().status == "ok"
         assert flow.health().store == store.describe()
         store.full = True
-        await flow.emit(make_msg("one", trace_id="t1"))
-        assert (await fetch(flow)).payload == "one"
+        emitting = asyncio.create_task(flow.emit(make_msg("one", trace_id="t1")))
         await until(lambda: store.status == "degraded", step_s=0.01)
+        assert not emitting.done()  # its start is not committed yet
         health = flow.health()
         assert health.status == "degraded" and health.store_status == "degraded"
         assert health.store is not None and "database or disk is full" in health.store
         assert store.describe() in health.store
         await until(lambda: store.status == "failing")
         assert flow.health().status == "failing"
+        with pytest.raises(StoreFailingError, match="is failing") as failed:
+            await emitting
+        assert store.describe() in str(failed.value)
+        assert "database or disk is full" in str(failed.value)
         with pytest.raises(RuntimeError, match="is failing") as refused:
             await flow.emit(make_msg("two", trace_id="t2"))
         assert store.describe() in str(refused.value)
@@ -133,7 +142,8 @@ async def test_flow_health_and_emit_follow_the_store() -> None:
             await flow.emit(make_msg("two", trace_id="t2"), trace_id="t2")
         with pytest.raises(RuntimeError, match="is failing"):
             flow.emit_nowait(make_msg("two", trace_id="t2"))
-        assert flow.health().traces_in_flight == 0  # nothing of t2 was sent
+        # t1 was cancelled when it could not be made durable; nothing of t2 was sent.
+        assert flow.health().traces_in_flight == 0
         store.full = False
         await until(lambda: store.status == "ok")
         assert flow.health().status == "ok" and flow.health().store == store.describe()
@@ -142,7 +152,7 @@ async def test_flow_health_and_emit_follow_the_store() -> None:
     finally:
         await flow.stop()
     traces = {t.trace_id: t.status for t in await store.list_traces()}
-    assert traces == {"t1": "finished", "t3": "finished"}
+    assert traces == {"t1": "cancelled", "t3": "finished"}
     await store.close()
 
 
@@ -151,7 +161,8 @@ async def test_stop_and_close_are_bounded_and_count_the_lost_writes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     threads = set(threading.enumerate())
-    store = FullDisk(tmp_path / "s.db")
+    # "queued": emit and fetch return while nothing commits (with "commit" they would wait).
+    store = FullDisk(tmp_path / "s.db", durability="queued")
     await store.start()
     flow = PenguiFlow(node(echo, "a").to(), state_store=store)
     flow.run()

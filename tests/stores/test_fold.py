@@ -8,6 +8,7 @@ held batch, so most writes fold together), and every read must agree.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from penguiflow.stores._base import StoreBase
+    from penguiflow.stores._types import StoredTrace
 
 TRACES = ("t0", "t1", "t2")
 KEYS = (("t0", None, "a"), ("t0", "c", "a"), ("t1", None, "b"))
@@ -74,10 +76,20 @@ async def apply(store: StoreBase, clock: FakeClock, sequence: list[tuple[Any, ..
             )
 
 
+def own(store: StoreBase, traces: list[StoredTrace]) -> list[StoredTrace]:
+    """The traces with the store's own lease named "own", so that two stores compare equal."""
+    return [
+        dataclasses.replace(trace, lease_id="own")
+        if trace.lease_id == store.lease.lease_id
+        else trace
+        for trace in traces
+    ]
+
+
 async def reads(store: StoreBase) -> dict[str, Any]:
     return {
-        "traces": await store.list_traces(limit=100),
-        "unfinished": [await store.unfinished_traces(key) for key in ("f", "g")],
+        "traces": own(store, await store.list_traces(limit=100)),
+        "unfinished": [own(store, await store.unfinished_traces(key)) for key in ("f", "g")],
         "histories": [await store.load_history(t) for t in TRACES],
         "bindings": [await store.list_bindings(router_session_id=s) for s in ("s1", "s2")],
         "found": [

@@ -1,0 +1,111 @@
+"""Re-driving recovered traces through a running flow, a bounded number at a time.
+
+``PenguiFlow.recover()`` hands the traces it took over to a ``Redriver``, which emits them
+from one task, at most ``window`` of them in flight: the next one goes in only when one of
+them has ended (its result was fetched, or it ended without one). So recovering more
+traces than the flow can hold never blocks the caller of ``recover()``, and the results
+that nobody fetches yet hold at most ``window`` traces, not the flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .constants import logger
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
+
+    from ..types import Message
+    from .tasks import TaskOwner
+
+__all__ = ["Redriver"]
+
+RECOVERY_FAILED = "trace_recovery_failed"
+
+
+class Redriver:
+    """Emits recovered traces into a flow, at most ``window`` in flight.
+
+    Args:
+        emit: Sends one recovered input to the nodes named (None: every ingress node).
+        window: The most recovered traces in flight at once.
+    """
+
+    __slots__ = ("_emit", "_pending", "_task", "_wakeup", "active", "window")
+
+    def __init__(
+        self, emit: Callable[[Message, list[str] | None], Awaitable[None]], window: int
+    ) -> None:
+        self._emit = emit
+        self.window = window
+        self._pending: deque[tuple[Message, list[str] | None]] = deque()
+        self.active: set[str] = set()
+        """Recovered traces emitted and not ended yet."""
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+
+    def known(self, trace_id: str) -> bool:
+        """Whether the trace is being re-driven (waiting or in flight)."""
+        return trace_id in self.active or any(m.trace_id == trace_id for m, _ in self._pending)
+
+    @property
+    def waiting(self) -> int:
+        """Recovered traces not emitted yet."""
+        return len(self._pending)
+
+    def add(self, items: Iterable[tuple[Message, list[str] | None]], owner: TaskOwner) -> None:
+        """Queue recovered inputs and make sure the task that emits them runs."""
+        self._pending.extend(items)
+        if self._task is None or self._task.done():
+            self._task = owner.spawn(self._run(), name="penguiflow:recovery")
+        self._wake()
+
+    def ended(self, trace_id: str) -> None:
+        """A trace has ended: if it was a recovered one, its slot frees."""
+        if trace_id in self.active:
+            self.active.discard(trace_id)
+            self._wake()
+
+    def reset(self) -> None:
+        """Forget everything (the flow stopped; its task was cancelled with the others).
+
+        The traces not re-driven stay this store's in the store; the next ``recover()``
+        takes them again.
+        """
+        self._pending.clear()
+        self.active.clear()
+        self._task = None
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _run(self) -> None:
+        while self._pending:
+            if len(self.active) >= self.window:
+                self._wakeup = wakeup = asyncio.Event()
+                await wakeup.wait()
+                continue
+            message, targets = self._pending.popleft()
+            self.active.add(message.trace_id)
+            try:
+                await self._emit(message, targets)
+            except Exception as error:
+                self.active.discard(message.trace_id)
+                self._failed(message, targets, error)
+
+    @staticmethod
+    def _failed(message: Message, targets: Any, error: Exception) -> None:
+        logger.error(
+            RECOVERY_FAILED,
+            exc_info=error,
+            extra={
+                "event": RECOVERY_FAILED,
+                "trace_id": message.trace_id,
+                "targets": targets,
+                "exception": repr(error),
+            },
+        )

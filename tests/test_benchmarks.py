@@ -166,3 +166,77 @@ async def test_cancel_reports_the_cancels_and_the_drain(script: Any) -> None:
         "cancel 50 traces in flight",
         "their queued items dropped as the worker reaches them",
     ]
+
+
+def test_store_paths_asks_for_events_none_only_where_the_store_takes_it(script: Any) -> None:
+    store_paths = script("store_paths")
+
+    class Takes:
+        def __init__(self, path: str, *, events: object = "all") -> None: ...
+
+    class Lacks:
+        def __init__(self, path: str) -> None: ...
+
+    assert store_paths.journal_only(Takes) == {"events": "none"}
+    assert store_paths.journal_only(Lacks) == {}
+
+
+async def test_store_paths_reports_every_part_and_leaves_no_file(
+    script: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    store_paths = script("store_paths")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    results = await store_paths.main(
+        callers=10, requests=40, events=300, messages=20, trips=5, rounds=1, postgres=False
+    )
+    assert results["kinds"] == ["none", "sqlite"]
+    assert results["modes"]["sqlite"] in ("all", "none")
+    lines = [line for line, _, _ in store_paths.rows(results)]
+    mode = results["modes"]["sqlite"]
+    assert lines == [
+        "roundtrips, 10 callers, 40 requests, no store",
+        f"roundtrips, SQLiteStore (events={mode}), flush included",
+        "  its writer",
+        "SQLiteStore writer, 300 events, vs bare executemany in batches of 2,048",
+        "  its writer",
+        "pipelined flow + SQLiteStore, every event, 20 msgs",
+        "  its writer",
+        "one caller, 5 round trips a round, no store",
+        f"one caller, 5 round trips a round, SQLiteStore (events={mode})",
+        "  its writer",
+    ]
+    for key in ("roundtrip_sqlite_ratio", "audit_sqlite_ratio", "latency_sqlite_ratio"):
+        assert results[key] > 0, key
+    assert results["audit_sqlite_writer_tally"]["writes"] == 300
+    assert list(tmp_path.iterdir()) == []  # every database file went with its directory
+
+
+async def test_store_paths_drops_every_postgres_schema_it_made(
+    script: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    store_paths = script("store_paths")
+    if not await store_paths.postgres_reachable():
+        pytest.skip(f"PostgreSQL is not reachable at {store_paths.PG_DSN}")
+    prefix = f"pf_bench_smoke_{os.getpid()}_"
+    monkeypatch.setattr(store_paths, "SCHEMA_PREFIX", prefix)
+    results = await store_paths.main(
+        parts=("roundtrip", "audit"), callers=10, requests=20, events=100, messages=10, rounds=1
+    )
+    assert results["kinds"] == ["none", "sqlite", "postgres"]
+    assert results["roundtrip_postgres_ratio"] > 0
+    assert results["audit_postgres_ratio"] > 0
+
+    import asyncpg
+
+    connection = await asyncpg.connect(store_paths.PG_DSN)
+    try:
+        left = await connection.fetch(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)", prefix
+        )
+    finally:
+        await connection.close()
+    assert left == []

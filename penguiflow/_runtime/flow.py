@@ -6,6 +6,9 @@ accounting from ``traces``, events from ``events``, enqueueing from ``enqueue``,
 fetching from ``results``, tasks from ``tasks``), hands each one only the others it needs,
 and its public methods delegate. Workers are built by ``run()``, from the policies the nodes
 have then.
+
+It is over 500 lines because it is the whole public surface of a flow: most of it is the
+docstrings of the contract's methods and their argument checks, which belong with them.
 """
 
 from __future__ import annotations
@@ -136,7 +139,9 @@ class PenguiFlow:
             owner=owner,
         )
         self._lifecycle.on_cancelled = self._results.cancel
-        self._redriver = Redriver(self._redrive, window=max(1, queue_maxsize or 64))
+        self._redriver = Redriver(
+            self.emit, nodes=self._nodes, journal=journal, window=max(1, queue_maxsize or 64)
+        )
         self._lifecycle.on_ended = self._redriver.ended
         self._node_status = {node: NodeStatus(node) for node in self._nodes}
         self._workers: list[Worker] = []
@@ -600,22 +605,6 @@ class PenguiFlow:
     def recovered(self) -> int:
         """How many traces taken over by ``recover()`` have not ended yet."""
         return self._redriver.waiting + len(self._redriver.active)
-
-    async def _redrive(self, message: Message, targets: list[str] | None) -> None:
-        """Emit one recovered input to the nodes it first went to (see ``recover``)."""
-        to: list[Node] | None = None
-        if targets is not None:
-            by_name = {node.name: node for node in self._nodes}
-            missing = [name for name in targets if name not in by_name]
-            if missing:
-                assert self._journal is not None
-                await self._journal.ended(message.trace_id, "failed")
-                raise LookupError(
-                    f"recovered trace {message.trace_id!r} was sent to {missing}, "
-                    "which this flow has no longer; it is recorded as failed"
-                )
-            to = [by_name[name] for name in targets]
-        await self.emit(message, to)
 
     def ensure_trace_event(self, trace_id: str) -> asyncio.Event:
         """Return the cancel flag of ``trace_id``, creating it if needed."""

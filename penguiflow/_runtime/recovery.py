@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 from .constants import logger
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
+    from ..node import Node
     from ..types import Message
+    from .journal import TraceJournal
     from .tasks import TaskOwner
 
 __all__ = ["Redriver"]
@@ -30,16 +32,25 @@ class Redriver:
     """Emits recovered traces into a flow, at most ``window`` in flight.
 
     Args:
-        emit: Sends one recovered input to the nodes named (None: every ingress node).
+        emit: The flow's ``emit(message, to)``.
+        nodes: The flow's nodes, to find the ones a recovered input first went to.
+        journal: Where a trace that cannot be re-driven is recorded as failed.
         window: The most recovered traces in flight at once.
     """
 
-    __slots__ = ("_emit", "_pending", "_task", "_wakeup", "active", "window")
+    __slots__ = ("_emit", "_journal", "_nodes", "_pending", "_task", "_wakeup", "active", "window")
 
     def __init__(
-        self, emit: Callable[[Message, list[str] | None], Awaitable[None]], window: int
+        self,
+        emit: Callable[[Message, Any], Awaitable[None]],
+        *,
+        nodes: Sequence[Node],
+        journal: TraceJournal | None,
+        window: int,
     ) -> None:
         self._emit = emit
+        self._nodes = nodes
+        self._journal = journal
         self.window = window
         self._pending: deque[tuple[Message, list[str] | None]] = deque()
         self.active: set[str] = set()
@@ -92,10 +103,31 @@ class Redriver:
             message, targets = self._pending.popleft()
             self.active.add(message.trace_id)
             try:
-                await self._emit(message, targets)
+                await self._redrive(message, targets)
             except Exception as error:
                 self.active.discard(message.trace_id)
                 self._failed(message, targets, error)
+
+    async def _redrive(self, message: Message, targets: list[str] | None) -> None:
+        """Emit one recovered input to the nodes it first went to (all: None).
+
+        Raises:
+            LookupError: the flow has none of a node of that name any more; the trace is
+                recorded as failed.
+        """
+        if targets is None:
+            await self._emit(message, None)
+            return
+        by_name = {node.name: node for node in self._nodes}
+        missing = [name for name in targets if name not in by_name]
+        if missing:
+            if self._journal is not None:
+                await self._journal.ended(message.trace_id, "failed")
+            raise LookupError(
+                f"recovered trace {message.trace_id!r} was sent to {missing}, "
+                "which this flow has no longer; it is recorded as failed"
+            )
+        await self._emit(message, [by_name[name] for name in targets])
 
     @staticmethod
     def _failed(message: Message, targets: Any, error: Exception) -> None:

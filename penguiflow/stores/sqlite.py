@@ -3,7 +3,11 @@
 Two connections, each on its own ``aiosqlite`` thread so the event loop never blocks: the
 writer's, used only by the writer task (one statement, hence one transaction, per batch; see
 ``_BATCH_PARTS``), and a reader's, which sees committed data only (WAL lets it read while the
-writer writes). Needs SQLite 3.35 or later with its JSON functions (upsert, UPDATE FROM, RETURNING).
+writer writes). Needs SQLite 3.35 or later with its JSON functions (upsert, UPDATE FROM,
+RETURNING).
+
+It is just over 500 lines because its SQL (the schema steps, the one-statement batch and prune
+triggers, the claim) is kept beside the code that runs it.
 """
 
 from __future__ import annotations

@@ -331,13 +331,9 @@ class BatchWriter(Generic[T]):
             StoreBrokenError: the writer task stopped before committing them.
             StoreClosedError: ``close()`` gave up and abandoned them.
         """
-        target = self._buffer.accepted
-        if self._committed >= target:
+        waiter = self._waiter(self._flushers, fail_when_failing=False)
+        if waiter is None:
             return
-        if self._buffer.state == "broken":
-            raise self._buffer.error()
-        waiter = asyncio.get_running_loop().create_future()
-        self._flushers.append((target, waiter))
         if timeout_s is None:
             await waiter
             return
@@ -360,16 +356,27 @@ class BatchWriter(Generic[T]):
             StoreBrokenError: the writer task stopped before committing them.
             StoreClosedError: ``close()`` gave up and abandoned them.
         """
+        waiter = self._waiter(self._syncers, fail_when_failing=True)
+        if waiter is not None:
+            await waiter
+
+    def _waiter(
+        self, line: deque[tuple[int, asyncio.Future[None]]], *, fail_when_failing: bool
+    ) -> asyncio.Future[None] | None:
+        """A future for the commit of everything accepted so far, queued on ``line``.
+
+        None when all of it is committed already.
+        """
         target = self._buffer.accepted
         if self._committed >= target:
-            return
+            return None
         if self._buffer.state == "broken":
             raise self._buffer.error()
-        if self.status == "failing":
+        if fail_when_failing and self.status == "failing":
             raise StoreFailingError(self._name, self.last_error)
         waiter = asyncio.get_running_loop().create_future()
-        self._syncers.append((target, waiter))
-        await waiter
+        line.append((target, waiter))
+        return waiter
 
     async def close(self, timeout_s: float | None = DEFAULT_CLOSE_TIMEOUT_S) -> None:
         """Refuse new writes, commit everything accepted or waiting, then stop the task.

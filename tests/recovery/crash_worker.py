@@ -19,7 +19,9 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from store_spec import open_store
 
 from penguiflow import Headers, Message, Node, NodePolicy, create
 
@@ -30,18 +32,6 @@ if TYPE_CHECKING:
 # Both phases name themselves alike, as a restarted service would: the second takes over the
 # first's traces at once instead of waiting for its lease to expire.
 OWNER = "crash-worker"
-
-
-def open_store(spec: str) -> Any:
-    kind, _, where = spec.partition(":")
-    if kind == "sqlite":
-        from penguiflow.stores import SQLiteStore
-
-        return SQLiteStore(where, owner_id=OWNER)
-    from penguiflow.stores import PostgresStore
-
-    dsn, _, schema = where.rpartition("#")
-    return PostgresStore(dsn, schema=schema, owner_id=OWNER)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -62,7 +52,7 @@ async def run(args: argparse.Namespace) -> None:
     policy = NodePolicy(validate="none", concurrency=4)
     work_node = Node(work, name="work", policy=policy)
     deliver_node = Node(deliver, name="deliver", policy=NodePolicy(validate="none"))
-    async with open_store(args.store) as store:
+    async with open_store(args.store, owner_id=OWNER) as store:
         flow = create(work_node.to(deliver_node), state_store=store)
         flow.run()
         try:

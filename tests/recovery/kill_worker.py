@@ -28,6 +28,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from store_spec import open_store
+
 from penguiflow import Headers, Message, Node, NodePolicy, create
 
 if TYPE_CHECKING:
@@ -41,23 +43,6 @@ PLAIN_FETCHERS = 16
 def say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def open_store(spec: str, **wanted: Any) -> Any:
-    """``sqlite:<path>`` or ``postgres:<dsn>#<schema>``; only the options the store accepts."""
-    import inspect
-
-    kind, _, where = spec.partition(":")
-    if kind == "sqlite":
-        from penguiflow.stores import SQLiteStore
-
-        accepted = inspect.signature(SQLiteStore).parameters
-        return SQLiteStore(where, **{k: v for k, v in wanted.items() if k in accepted})
-    from penguiflow.stores import PostgresStore
-
-    accepted = inspect.signature(PostgresStore).parameters
-    dsn, _, schema = where.rpartition("#")
-    return PostgresStore(dsn, schema=schema, **{k: v for k, v in wanted.items() if k in accepted})
 
 
 def result_of(payload: object) -> str:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import sys
 from typing import TYPE_CHECKING, Any
+
+from store_spec import open_store
 
 from penguiflow import Headers, Message, Node, NodePolicy, create
 
@@ -34,21 +35,6 @@ if TYPE_CHECKING:
 def say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def open_store(spec: str, **wanted: Any) -> Any:
-    """``sqlite:<path>`` or ``postgres:<dsn>#<schema>``; only the options the store accepts."""
-    kind, _, where = spec.partition(":")
-    if kind == "sqlite":
-        from penguiflow.stores import SQLiteStore
-
-        accepted = inspect.signature(SQLiteStore).parameters
-        return SQLiteStore(where, **{k: v for k, v in wanted.items() if k in accepted})
-    from penguiflow.stores import PostgresStore
-
-    accepted = inspect.signature(PostgresStore).parameters
-    dsn, _, schema = where.rpartition("#")
-    return PostgresStore(dsn, schema=schema, **{k: v for k, v in wanted.items() if k in accepted})
 
 
 def build(store: Any, go: asyncio.Event, queue_maxsize: int) -> PenguiFlow:

@@ -103,12 +103,12 @@ class TraceJournal:
             await self._sync()
 
     async def _save_start(self, message: Message, targets: Sequence[str] | None) -> None:
-        json = message.model_dump_json()
+        text = message.model_dump_json()
         if targets is None:
-            await self.store.save_trace_start(message.trace_id, json, flow_key=self.key)
+            await self.store.save_trace_start(message.trace_id, text, flow_key=self.key)
         else:  # only penguiflow's stores take it (beyond the protocol)
             save: Any = self.store.save_trace_start
-            await save(message.trace_id, json, flow_key=self.key, targets=targets)
+            await save(message.trace_id, text, flow_key=self.key, targets=targets)
 
     def start_soon(self, message: Message, owner: TaskOwner) -> None:
         """Record a trace's input from a task; the trace's end will wait for it.

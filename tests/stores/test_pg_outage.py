@@ -6,13 +6,15 @@ While it is cut, ``flow.health()`` turns ``degraded`` and then ``failing``, nami
 and the error; new traces are refused while failing; nothing written is lost: once the proxy
 is restored the writer recovers by itself and every trace accepted before and during the
 outage is in the database, finished, with all its events. With the server unreachable,
-``stop()`` and ``close()`` return within their bounds. Every wait polls with a deadline.
+``stop()`` and ``close()`` return within their bounds, and ``GET /healthz`` of the metrics
+server follows ``health()`` through it all. Every wait polls with a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import traceback
 import urllib.parse
 import uuid
@@ -48,13 +50,13 @@ class Outpost:
         database = urllib.parse.urlsplit(PG_DSN).path
         self.dsn = f"postgresql://postgres:s3cret-pw@{proxy.address}{database}"
 
-    def store(self) -> PostgresStore:
+    def store(self, failing_after_s: float = FAILING_AFTER_S) -> PostgresStore:
         from penguiflow.stores.postgres import PostgresStore
 
         return PostgresStore(
             self.dsn,
             schema=self.schema,
-            failing_after_s=FAILING_AFTER_S,
+            failing_after_s=failing_after_s,
             connect_timeout_s=TIMEOUT_S,
             command_timeout_s=TIMEOUT_S,
             retry_max_s=0.2,
@@ -310,3 +312,47 @@ async def test_opening_names_the_server_when_it_rejects_the_login(outpost: Outpo
     assert f"PostgreSQL at postgresql://pf-nobody:***@{outpost.proxy.address}/" in shown
     assert "s3cret-pw" not in shown
     await store.close()
+
+
+async def test_healthz_follows_the_store_through_an_outage(outpost: Outpost) -> None:
+    """``GET /healthz`` is ``flow.health()``: 200 while ok or degraded, 503 while failing."""
+    from observe.support import http_get
+
+    from penguiflow.observe import PrometheusMetrics, serve_metrics
+
+    store = outpost.store(failing_after_s=1.0)  # a degraded spell long enough to see
+    await store.start()
+    flow = echo_flow(store)
+    metrics = PrometheusMetrics(flow)
+    flow.run()
+
+    async def healthz_until(status: str) -> tuple[int, dict[str, Any]]:
+        clock = Stopwatch()
+        while True:
+            reply = await http_get(server.port, "/healthz")
+            body = json.loads(reply.body)
+            if body["store_status"] == status:
+                return reply.status, body
+            assert clock() < 10.0, f"/healthz never reported the store {status}: {body}"
+            await asyncio.sleep(0.01)
+
+    try:
+        async with await serve_metrics(flow, metrics, port=0) as server:
+            code, body = await healthz_until("ok")
+            assert code == 200 and body["status"] == "ok" and body["store"] == store.describe()
+            await outpost.proxy.cut("refuse")
+            await run_traces(flow, "cut-", 1)  # something to commit
+            code, body = await healthz_until("degraded")
+            assert code == 200 and body["status"] == "degraded"
+            assert body["store"].startswith(f"{store.describe()}: ")
+            code, body = await healthz_until("failing")
+            assert code == 503 and body["status"] == "failing"
+            assert body["store"].startswith(f"{store.describe()}: ")
+            assert str(outpost.proxy.port) in body["store"]  # the refused address
+            await outpost.proxy.restore()
+            code, body = await healthz_until("ok")
+            assert code == 200 and body["status"] == "ok" and body["store"] == store.describe()
+    finally:
+        await flow.stop()
+        await store.close(timeout_s=5.0)
+    assert await outpost.traces() == {"cut-0": "finished"}

@@ -80,7 +80,8 @@ def test_a_full_disk_degrades_then_fails_and_the_store_recovers_when_space_is_fr
         record_property(name, value)
     assert full_disk_error(disk) in report["error"]
     assert report["bytes_before_full"] > 0 and report["traces_before_full"] > 0
-    assert 0.5 <= report["seconds_degraded_to_failing"] < 1.5  # failing_after_s=0.5
+    # failing_after_s=0.5, counted from the failed commit, seen a poll (10 ms) or so later
+    assert 0.4 <= report["seconds_degraded_to_failing"] < 1.5
     assert "is failing" in report["refused"] and full_disk_error(disk) in report["refused"]
     assert report["recovery_s"] < 2.0  # retries are at most 0.1 s apart
     assert report["traces_stored"] == report["traces_before_full"] + 2  # nothing was lost

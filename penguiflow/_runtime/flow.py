@@ -585,6 +585,8 @@ class PenguiFlow:
 
         Raises:
             RuntimeError: the flow is not running, or its store keeps no trace journal.
+            FlushTimeoutError: the store's commits are failing, so its journal cannot be read
+                up to date (penguiflow's stores bound that wait by their ``failing_after_s``).
         """
         if not self._running:
             raise RuntimeError(c.NOT_RUNNING)

@@ -121,7 +121,9 @@ class StoreBase(abc.ABC):
     ``save_remote_binding``, ``mark_binding_terminal``) is queued and committed in call order
     by the store's writer task; it returns as soon as the write is queued, and waits while
     the buffer is full. Every read first waits for the writes queued before it (so a store
-    reads its own writes), then asks the backend.
+    reads its own writes), then asks the backend. While commits fail that wait is bounded: at
+    most ``failing_after_s``, and none once ``status`` is ``failing``; then the read raises
+    ``FlushTimeoutError`` (the writes stay queued).
 
     The store opens on ``start()``, ``async with``, or the first call; ``close()`` commits
     what is queued and releases the backend; a closed store refuses every call with
@@ -202,6 +204,7 @@ class StoreBase(abc.ABC):
         )
         self._name = name
         self._clock = clock
+        self._failing_after_s = failing_after_s
         self._phase: Literal["new", "started", "closed"] = "new"
         self._lock = asyncio.Lock()
 
@@ -279,6 +282,10 @@ class StoreBase(abc.ABC):
         lease, ttl = self.lease, self._lease_ttl_s
         while True:
             await asyncio.sleep(ttl / 3)
+            if self._writer.status != "ok":
+                # Commits are failing: a renewal could not commit either, and queued ones
+                # would pile up behind the failing batch. The lease expires as it should.
+                continue
             now = self._clock()
             try:
                 await self._writer.put(LeaseRenew(lease.lease_id, lease.owner, now + ttl, now))
@@ -567,7 +574,11 @@ class StoreBase(abc.ABC):
     async def _settle(self) -> None:
         if self._phase != "started":
             await self.start()
-        await self._writer.flush()
+        # Read-your-writes, bounded: while commits keep failing (a full disk, a damaged file),
+        # waiting for every queued write would hang each read, and flow.recover(), for good.
+        # A read waits at most failing_after_s, and not at all once the store is failing; then
+        # the writer's flush raises FlushTimeoutError and the writes stay queued.
+        await self._writer.flush(0.0 if self.status == "failing" else self._failing_after_s)
 
     # ------------------------------------------------------------------- backend
 

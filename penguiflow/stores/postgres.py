@@ -9,6 +9,8 @@ once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
     from ..state import RemoteBinding, StoredEvent
     from ._base import Lease
+    from ._fold import FoldedBatch
     from ._types import BindingQuery, StoredTrace, TraceQuery, WriteOp
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
@@ -52,6 +55,8 @@ logger = logging.getLogger("penguiflow.stores")
 
 # Any constant shared by every penguiflow process: serialises schema checks and migrations.
 _MIGRATION_LOCK: Final = 0x70656E67  # "peng"
+# How long close() lets the pool say goodbye to the server before dropping its connections.
+_POOL_CLOSE_TIMEOUT_S: Final = 2.0
 
 MIGRATIONS: Final = (
     Migration(
@@ -181,6 +186,7 @@ class _Connection(Protocol):
     async def executemany(self, command: str, args: Iterable[Sequence[object]]) -> None: ...
     async def fetch(self, query: str, *args: object) -> list[Sequence[object]]: ...
     def transaction(self) -> AbstractAsyncContextManager[object]: ...
+    def terminate(self) -> None: ...
     async def copy_records_to_table(
         self,
         table_name: str,
@@ -197,6 +203,7 @@ class _Pool(Protocol):
     def acquire(self) -> AbstractAsyncContextManager[_Connection]: ...
     async def fetch(self, query: str, *args: object) -> list[Sequence[object]]: ...
     async def close(self) -> None: ...
+    def terminate(self) -> None: ...
 
 
 class PostgresStore(StoreBase):
@@ -206,6 +213,11 @@ class PostgresStore(StoreBase):
     did not make, or a schema newer than this code, raise and are left as they were; an
     older penguiflow schema is migrated in one transaction. See ``StoreBase`` for the
     behaviour shared by every store.
+
+    On a server that stops answering, a commit fails after ``command_timeout_s`` (or
+    ``connect_timeout_s`` to reconnect) and is retried; the error names the server and the
+    bound. ``close()`` then takes at most 2 s more than its ``timeout_s``: the pool's polite
+    close is cut short and its connections dropped.
 
     Args:
         dsn: A libpq connection string or URI.
@@ -287,11 +299,16 @@ class PostgresStore(StoreBase):
                 f"{self.describe()}: no connection to PostgreSQL at {_redact_dsn(self._dsn)} "
                 f"within connect_timeout_s={timeout_s} s (is the server up and answering?)"
             ) from exc
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Refused, unknown host, bad password or role: asyncpg's message may not say
+            # which server; keep its error (callers may catch its type) and name the server.
+            exc.add_note(f"while connecting to PostgreSQL at {_redact_dsn(self._dsn)}")
+            raise
         try:
             async with pool.acquire() as connection:
                 await self._prepare(connection)
         except BaseException:
-            await pool.close()
+            await _close_pool(pool, self.describe())
             raise
         self._pool = pool
 
@@ -331,27 +348,51 @@ class PostgresStore(StoreBase):
     async def _release(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            await _close_pool(pool, self.describe())
 
     async def _commit_batch(self, batch: Sequence[WriteOp]) -> None:
         assert self._pool is not None, "the writer runs only while the store is open"
         folded = fold(batch)
-        async with self._pool.acquire() as connection:
-            if folded.events_only:  # one COPY is its own transaction
+        acquired = False
+        try:
+            async with self._pool.acquire() as connection:
+                acquired = True
+                try:
+                    await self._apply(connection, folded)
+                except BaseException:
+                    # Failed, timed out or cancelled part-way: the connection is in doubt.
+                    # Drop it (the server rolls the transaction back) rather than let asyncpg
+                    # roll back and wait for its cancel request: on a server that stopped
+                    # answering, those waits have no bound, and close() would hang in them.
+                    with contextlib.suppress(asyncpg.InterfaceError):  # already released
+                        connection.terminate()
+                    raise
+        except TimeoutError as exc:
+            # asyncpg's TimeoutError says nothing; say which server and which bound.
+            bound = "command_timeout_s" if acquired else "connect_timeout_s"
+            option = "command_timeout" if acquired else "timeout"
+            raise TimeoutError(
+                f"no answer from PostgreSQL at {_redact_dsn(self._dsn)} within "
+                f"{bound}={self._pool_options[option]} s"
+            ) from exc
+
+    async def _apply(self, connection: _Connection, folded: FoldedBatch) -> None:
+        """Write one folded batch in one transaction (``_commit_batch`` handles failures)."""
+        if folded.events_only:  # one COPY is its own transaction
+            await self._copy_events(connection, folded.events)
+            return
+        async with connection.transaction():
+            if folded.events:
                 await self._copy_events(connection, folded.events)
-                return
-            async with connection.transaction():
-                if folded.events:
-                    await self._copy_events(connection, folded.events)
-                for sql, rows in (
-                    (_UPSERT_TRACES, [trace_upsert_row(u) for u in folded.trace_upserts]),
-                    (_END_TRACES, [trace_end_row(op) for op in folded.trace_ends]),
-                    (_MARK_TERMINAL, [terminal_row(op) for op in folded.binding_terminals]),
-                    (_SAVE_BINDINGS, [binding_row(op) for op in folded.binding_saves]),
-                    (_RENEW_LEASES, [lease_row(op) for op in folded.leases]),
-                ):
-                    if rows:
-                        await connection.executemany(sql, rows)
+            for sql, rows in (
+                (_UPSERT_TRACES, [trace_upsert_row(u) for u in folded.trace_upserts]),
+                (_END_TRACES, [trace_end_row(op) for op in folded.trace_ends]),
+                (_MARK_TERMINAL, [terminal_row(op) for op in folded.binding_terminals]),
+                (_SAVE_BINDINGS, [binding_row(op) for op in folded.binding_saves]),
+                (_RENEW_LEASES, [lease_row(op) for op in folded.leases]),
+            ):
+                if rows:
+                    await connection.executemany(sql, rows)
 
     async def _copy_events(self, connection: _Connection, events: Sequence[StoredEvent]) -> None:
         await connection.copy_records_to_table(
@@ -420,6 +461,28 @@ class PostgresStore(StoreBase):
     async def _read_bindings(self, router_session_id: str) -> list[RemoteBinding]:
         rows = await self._read(_LIST_BINDINGS, clean_text(router_session_id))
         return [binding_from_row(row) for row in rows]
+
+
+async def _close_pool(pool: _Pool, store: str) -> None:
+    """Close ``pool`` politely for at most ``_POOL_CLOSE_TIMEOUT_S``, then terminate it.
+
+    asyncpg's ``close()`` waits for every connection's goodbye to the server, without a
+    bound: on a server that stopped answering it would never return.
+    """
+    try:
+        await asyncio.wait_for(pool.close(), _POOL_CLOSE_TIMEOUT_S)
+    except BaseException as exc:
+        pool.terminate()  # drops every connection at once; safe after a partial close
+        if not isinstance(exc, TimeoutError):
+            raise
+        logger.warning(
+            "state_store_pool_terminated",
+            extra={
+                "event": "state_store_pool_terminated",
+                "store": store,
+                "timeout_s": _POOL_CLOSE_TIMEOUT_S,
+            },
+        )
 
 
 def _redact_dsn(dsn: str) -> str:

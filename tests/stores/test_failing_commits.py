@@ -226,3 +226,33 @@ async def test_close_without_timeout_waits_and_a_cancel_still_releases(
     (abandoned,) = records(caplog, "state_store_writes_abandoned")
     assert abandoned.count == 1
     assert_no_new_threads(threads)
+
+
+@pytest.mark.looptime
+async def test_a_read_waits_for_failing_commits_only_until_the_store_is_failing(
+    tmp_path: Path,
+) -> None:
+    """Read-your-writes is bounded: a read gives up after failing_after_s, and at once while
+    the store is failing, instead of hanging as long as commits fail (flow.recover() too)."""
+    store = FullDisk(tmp_path / "s.db")
+    await store.start()
+    loop = asyncio.get_running_loop()
+    try:
+        store.full = True
+        await store.save_event(event("t", 1))
+        start = loop.time()
+        with pytest.raises(FlushTimeoutError) as late:
+            await store.load_history("t")
+        assert loop.time() - start == pytest.approx(30.0, abs=0.1)  # failing_after_s
+        assert late.value.pending == 1
+        assert isinstance(late.value.__cause__, sqlite3.OperationalError)
+        await until(lambda: store.status == "failing")
+        start = loop.time()
+        with pytest.raises(FlushTimeoutError):
+            await store.list_traces()
+        assert loop.time() - start == 0.0
+        store.full = False
+        await until(lambda: store.status == "ok")
+        assert [e.payload["i"] for e in await store.load_history("t")] == [1]
+    finally:
+        await store.close()

@@ -60,6 +60,8 @@ WriterStatus = Literal["ok", "degraded", "failing"]
 
 DEFAULT_FAILING_AFTER_S: Final = 30.0
 """Seconds of consecutive failed commits after which ``status`` turns ``failing``."""
+STALLED_AFTER_S: Final = 2.0
+"""A commit unanswered this long makes the status ``degraded`` (see ``BatchWriter.status``)."""
 DEFAULT_CLOSE_TIMEOUT_S: Final = 10.0
 """Seconds ``close()`` waits for the pending writes to commit before abandoning them."""
 
@@ -242,25 +244,54 @@ class BatchWriter(Generic[T]):
         self._failing_since: float | None = None
         self.failures = 0
         """Failed commit attempts so far."""
-        self.last_error: Exception | None = None
-        """The error of the last failed commit while ``status`` is not ``ok``; else None."""
+        self._last_error: Exception | None = None
+        # The loop time the commit attempt under way began; None between attempts.
+        self._attempt_since: float | None = None
 
     @property
     def status(self) -> WriterStatus:
-        """``ok``, ``degraded`` (commits are failing) or ``failing``.
+        """``ok``, ``degraded`` (commits are failing, or one is stalled) or ``failing``.
 
-        ``failing`` once commits have failed for ``failing_after_s`` in a row, or when the
-        writer task stopped on its own; back to ``ok`` when a commit succeeds.
+        ``failing`` once commits have failed for ``failing_after_s`` in a row (or one commit
+        has gone unanswered that long), or when the writer task stopped on its own; back to
+        ``ok`` when a commit succeeds. A commit unanswered for ``STALLED_AFTER_S`` counts as
+        failing from when it began: a server that accepts but never answers shows at once,
+        not only when the database driver's own timeout ends the attempt.
         """
         if self._buffer.state == "broken":
             return "failing"
-        since = self._failing_since
+        since = self._trouble_since()
         if since is None:
             return "ok"
-        assert self._loop is not None  # set when the task started, before any failure
+        assert self._loop is not None  # set when the task started, before any attempt
         if self._loop.time() - since >= self._failing_after_s:
             return "failing"
         return "degraded"
+
+    @property
+    def last_error(self) -> Exception | None:
+        """The error of the last failed commit while ``status`` is not ``ok``; else None.
+
+        While a commit is stalled with no earlier failure, a ``TimeoutError`` saying so.
+        """
+        if self._last_error is not None:
+            return self._last_error
+        since = self._trouble_since()
+        if since is None or self._loop is None:
+            return None
+        waited = self._loop.time() - since
+        return TimeoutError(f"a commit has had no answer for {waited:.1f} s")
+
+    def _trouble_since(self) -> float | None:
+        """When the current run of failed (or stalled) commits began, on the loop's clock."""
+        if self._failing_since is not None:
+            return self._failing_since
+        attempt = self._attempt_since
+        if attempt is None or self._loop is None:
+            return None
+        if self._loop.time() - attempt < STALLED_AFTER_S:
+            return None
+        return attempt
 
     @property
     def pending(self) -> int:
@@ -438,16 +469,20 @@ class BatchWriter(Generic[T]):
 
     async def _commit_with_retry(self, batch: Sequence[T]) -> None:
         failures = 0
+        loop = asyncio.get_running_loop()
         while True:
+            self._attempt_since = loop.time()
             try:
                 await self._commit(batch)
             except Exception as exc:
                 # Retried until it succeeds: dropping the batch would lose events silently.
+                if self._failing_since is None:
+                    stalled = self._trouble_since()
+                    self._failing_since = loop.time() if stalled is None else stalled
+                self._attempt_since = None
                 failures += 1
                 self.failures += 1
-                self.last_error = exc
-                if self._failing_since is None:
-                    self._failing_since = asyncio.get_running_loop().time()
+                self._last_error = exc
                 delay = self._backoff.delay(failures)
                 logger.error(
                     WRITE_FAILED,
@@ -465,8 +500,9 @@ class BatchWriter(Generic[T]):
                     self._fail_syncers(StoreFailingError(self._name, exc))
                 await self._sleep(delay)
                 continue
+            self._attempt_since = None
             self._failing_since = None
-            self.last_error = None
+            self._last_error = None
             if failures:
                 logger.info(
                     WRITE_RECOVERED,

@@ -28,6 +28,7 @@ from penguiflow.stores import (
     StoreFailingError,
     WritesAbandonedError,
 )
+from penguiflow.stores._writer import STALLED_AFTER_S
 from penguiflow.stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -255,4 +256,41 @@ async def test_a_read_waits_for_failing_commits_only_until_the_store_is_failing(
         await until(lambda: store.status == "ok")
         assert [e.payload["i"] for e in await store.load_history("t")] == [1]
     finally:
+        await store.close()
+
+
+class StuckMemory(MemoryStore):
+    """A store whose commits hang (a server that accepts and never answers) once ``stuck``."""
+
+    stuck: asyncio.Event | None = None
+
+    async def _commit_batch(self, batch: Sequence[WriteOp]) -> None:
+        if self.stuck is not None:
+            await self.stuck.wait()
+        await super()._commit_batch(batch)
+
+
+@pytest.mark.looptime
+async def test_a_commit_with_no_answer_shows_as_degraded_then_failing() -> None:
+    """No error ever comes back: the status still leaves ok after STALLED_AFTER_S, counted
+    from when the commit began, and is failing after failing_after_s."""
+    store = StuckMemory(failing_after_s=10.0)
+    await store.start()
+    loop = asyncio.get_running_loop()
+    try:
+        store.stuck = asyncio.Event()
+        start = loop.time()
+        await store.save_event(event("t", 1))
+        await until(lambda: store.status != "ok", step_s=0.1)
+        assert loop.time() - start == pytest.approx(STALLED_AFTER_S, abs=0.15)
+        assert store.status == "degraded"
+        assert isinstance(store.last_error, TimeoutError)
+        assert "no answer" in str(store.last_error)
+        await until(lambda: store.status == "failing", step_s=0.1)
+        assert loop.time() - start == pytest.approx(10.0, abs=0.15)
+        store.stuck.set()
+        await until(lambda: store.status == "ok", step_s=0.1)
+        assert store.last_error is None
+    finally:
+        store.stuck = None
         await store.close()

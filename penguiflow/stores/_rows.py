@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..state import RemoteBinding, StoredEvent
 from ._base import binding_key
-from ._codec import clean_text, decode_object, encode_json, try_encode_json
+from ._codec import clean_text, decode_object, encode_json, encode_json_many, try_encode_json
 from ._errors import CorruptRecordError
 from ._types import TRACE_STATUSES, StoredTrace
 
@@ -30,6 +30,7 @@ __all__ = [
     "claim_traces_sql",
     "event_from_row",
     "event_row",
+    "event_rows",
     "events_document",
     "lease_row",
     "select_traces",
@@ -67,6 +68,17 @@ def event_row(event: StoredEvent) -> Row:
     """Return the ``EVENT_COLUMNS`` values of ``event``, the payload as JSON text."""
     trace_id, kind, node_name, node_id = _identity(event)
     return (trace_id, event.ts, kind, node_name, node_id, encode_json(event.payload))
+
+
+def event_rows(events: Sequence[StoredEvent]) -> list[Row]:
+    """Return ``event_row`` of each of ``events``, their payloads encoded together."""
+    payloads = encode_json_many([event.payload for event in events])
+    return [
+        (trace_id, event.ts, kind, node_name, node_id, payload)
+        for event, (trace_id, kind, node_name, node_id), payload in zip(
+            events, map(_identity, events), payloads, strict=True
+        )
+    ]
 
 
 def events_document(events: Sequence[StoredEvent]) -> str:

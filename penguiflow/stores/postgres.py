@@ -29,7 +29,7 @@ from ._rows import (
     binding_row,
     claim_traces_sql,
     event_from_row,
-    event_row,
+    event_rows,
     lease_row,
     select_traces,
     terminal_row,
@@ -397,7 +397,7 @@ class PostgresStore(StoreBase):
     async def _copy_events(self, connection: _Connection, events: Sequence[StoredEvent]) -> None:
         await connection.copy_records_to_table(
             "events",
-            records=[event_row(event) for event in events],
+            records=event_rows(events),
             columns=EVENT_COLUMNS,
             schema_name=self._schema,
         )

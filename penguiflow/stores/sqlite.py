@@ -13,6 +13,7 @@ triggers, the claim) is kept beside the code that runs it.
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import os
@@ -28,10 +29,12 @@ from ._errors import IncompatibleStoreError
 from ._fold import fold
 from ._rows import (
     BINDING_COLUMNS,
+    EVENT_COLUMNS,
     binding_from_row,
     binding_row,
     claim_traces_sql,
     event_from_row,
+    event_rows,
     events_document,
     lease_row,
     select_traces,
@@ -118,15 +121,31 @@ _SET_VERSION: Final = (
     f"INSERT INTO {SCHEMA_META} (key, value) VALUES ('{VERSION_KEY}', ?)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
-# A batch is one statement: an insert into a view of this connection whose INSTEAD OF trigger
-# applies the folded batch (``_fold``), each part given as one JSON array (json_each). One
-# statement is one transaction, and SQLite's thread runs it in C from start to end: it needs
-# the GIL back once per batch, where ``executemany`` needs it once per row and a script once
-# per statement, each time waiting up to the switch interval (5 ms) behind a busy event loop.
-# The view and trigger are TEMP: they live in the connection, never in the database file.
+# A batch is one statement: one statement is one transaction, and SQLite's thread runs it in
+# C from start to end: it needs the GIL back once per batch, where ``executemany`` needs it
+# once per row and a script once per statement, each time waiting up to the switch interval
+# (5 ms) behind a busy event loop. It must also be one statement because claims and prunes
+# run single statements on this connection from other tasks: any of them would land inside
+# a transaction spread over several statements.
+#
+# Events go in as rows of a multi-row VALUES, every value bound in one call: binding is one C
+# loop, and SQLite inserts the rows with no per-row parsing (a JSON array read with json_each
+# costs more than the insert itself: json_extract re-parses each row and re-renders its
+# payload). The statement for n rows is padded to a size with its three leading bits only
+# (under a quarter of padding, bound as NULLs that LIMIT keeps from being read): four texts
+# per doubling, so sqlite3's statement cache keeps them prepared (preparing costs more per
+# row than inserting does, and a prepared text holds about 0.5 kB per row, which is why
+# texts are not made for every n).
+#
+# A batch of events alone is an insert into events. Any other batch is an insert into a view
+# of this connection with INSTEAD OF triggers: its first row holds the folded batch's other
+# parts (``_fold``), each as one JSON array, and its other rows are events. Events past what
+# one statement binds travel in that first row as a JSON array too; they are the batch's
+# first events, so the order of ids is the order of saves. The view and triggers are TEMP:
+# they live in the connection, never in the database file.
+_EVENT_INSERT: Final = "INSERT INTO events (trace_id, ts, kind, node_name, node_id, payload)"
 _BATCH_PARTS: Final = (
-    "INSERT INTO events (trace_id, ts, kind, node_name, node_id, payload)"
-    f" SELECT {_columns(6)} FROM json_each(NEW.events) ORDER BY key",
+    f"{_EVENT_INSERT} SELECT {_columns(6)} FROM json_each(NEW.events) ORDER BY key",
     "INSERT INTO traces (trace_id, status, input_json, flow_key, created_at, updated_at,"
     f" lease_id, targets) SELECT {_columns(8)} FROM json_each(NEW.trace_upserts) WHERE true"
     " ON CONFLICT (trace_id) DO UPDATE SET status = excluded.status,"
@@ -156,16 +175,62 @@ _BATCH_PARTS: Final = (
     " WHERE leases.lease_id = j.lease_id AND leases.expires_at > 0",
 )
 _BATCH_VIEW: Final = (
-    "CREATE TEMP VIEW penguiflow_batch"
-    " (events, trace_upserts, trace_ends, binding_terminals, binding_saves, leases)"
-    " AS SELECT NULL, NULL, NULL, NULL, NULL, NULL"
+    "CREATE TEMP VIEW penguiflow_batch (trace_id, ts, kind, node_name, node_id, payload,"
+    " events, trace_upserts, trace_ends, binding_terminals, binding_saves, leases)"
+    " AS SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
 )
+# An event's kind is never NULL (``_rows``): a row without one is the batch's other parts.
 _BATCH_TRIGGER: Final = (
-    "CREATE TEMP TRIGGER penguiflow_batch_commit INSTEAD OF INSERT ON penguiflow_batch BEGIN "
-    + "; ".join(_BATCH_PARTS)
-    + "; END"
+    "CREATE TEMP TRIGGER penguiflow_batch_commit INSTEAD OF INSERT ON penguiflow_batch"
+    " WHEN NEW.kind IS NULL BEGIN " + "; ".join(_BATCH_PARTS) + "; END"
 )
-_COMMIT_BATCH: Final = "INSERT INTO penguiflow_batch VALUES (?, ?, ?, ?, ?, ?)"
+_EVENTS_TRIGGER: Final = (
+    "CREATE TEMP TRIGGER penguiflow_batch_event INSTEAD OF INSERT ON penguiflow_batch"
+    f" WHEN NEW.kind IS NOT NULL BEGIN {_EVENT_INSERT} VALUES (NEW.trace_id, NEW.ts,"
+    " NEW.kind, NEW.node_name, NEW.node_id, NEW.payload); END"
+)
+_EVENT_ROW: Final = "(?,?,?,?,?,?)"
+_BATCH_EVENT_ROW: Final = "(?,?,?,?,?,?,NULL,NULL,NULL,NULL,NULL,NULL)"
+_BATCH_PARTS_ROW: Final = "(NULL,NULL,NULL,NULL,NULL,NULL,?,?,?,?,?,?)"
+_PARAMETERS_PER_EVENT: Final = len(EVENT_COLUMNS)
+_MOST_EVENT_ROWS: Final = 4096
+"""The most event rows one statement binds; bounds the memory of a cached statement."""
+
+
+@functools.cache
+def _events_statement(rows: int) -> str:
+    """An insert of up to ``rows`` events: their values, then how many are real (LIMIT)."""
+    values = ",".join(itertools.repeat(_EVENT_ROW, rows))
+    return f"{_EVENT_INSERT} SELECT * FROM (VALUES {values}) LIMIT ?"
+
+
+@functools.cache
+def _batch_statement(rows: int) -> str:
+    """An insert into the batch view: the parts row, up to ``rows`` events, then the LIMIT."""
+    values = ",".join((_BATCH_PARTS_ROW, *itertools.repeat(_BATCH_EVENT_ROW, rows)))
+    return f"INSERT INTO penguiflow_batch SELECT * FROM (VALUES {values}) LIMIT ?"
+
+
+def _padded(rows: int) -> int:
+    """Round ``rows`` up to a number whose bits past its three leading ones are zeros."""
+    if rows <= 8:
+        return rows
+    step = 1 << (rows.bit_length() - 3)
+    return -(-rows // step) * step
+
+
+@functools.cache
+def _most_event_rows() -> int:
+    """How many event rows one statement may bind with this SQLite build's parameter limit."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        limit = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    finally:
+        probe.close()
+    # Room for the parts row's six documents and the LIMIT.
+    return max(1, min(_MOST_EVENT_ROWS, (limit - 7) // _PARAMETERS_PER_EVENT))
+
+
 _REGISTER_LEASE: Final = (
     "INSERT INTO leases (lease_id, owner, host, pid, started_at, heartbeat_at, expires_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -314,6 +379,7 @@ class SQLiteStore(StoreBase):
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute(_BATCH_VIEW)
             await db.execute(_BATCH_TRIGGER)
+            await db.execute(_EVENTS_TRIGGER)
             reader = await self._connect()
         except BaseException:
             await db.close()
@@ -378,15 +444,27 @@ class SQLiteStore(StoreBase):
         db = self._db
         assert db is not None, "the writer runs only while the store is open"
         folded = fold(batch)
-        documents = (
-            events_document(folded.events) if folded.events else None,
+        # The last events are bound as rows, any before them go as one JSON array.
+        split = max(0, len(folded.events) - _most_event_rows())
+        rows = len(folded.events) - split
+        padded = _padded(rows)
+        events = itertools.chain.from_iterable(event_rows(folded.events[split:]))
+        padding = itertools.repeat(None, (padded - rows) * _PARAMETERS_PER_EVENT)
+        if folded.events_only and not split:
+            await db.execute(_events_statement(padded), [*events, *padding, rows])
+            return
+        values: list[object] = [
+            events_document(folded.events[:split]) if split else None,
             _document([trace_upsert_row(u) for u in folded.trace_upserts]),
             _document([trace_end_row(op) for op in folded.trace_ends]),
             _document([terminal_row(op) for op in folded.binding_terminals]),
             _document([binding_row(op) for op in folded.binding_saves]),
             _document([lease_row(op) for op in folded.leases]),
-        )
-        await db.execute(_COMMIT_BATCH, documents)
+            *events,
+            *padding,
+            rows + 1,
+        ]
+        await db.execute(_batch_statement(padded), values)
 
     async def _register_lease(self, lease: Lease, now: float, expires_at: float) -> None:
         db = self._db

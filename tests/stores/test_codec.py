@@ -17,6 +17,7 @@ from penguiflow.stores._codec import (
     clean_text,
     decode_object,
     encode_json,
+    encode_json_many,
     stringify,
     try_encode_json,
 )
@@ -58,6 +59,35 @@ def test_json_values_round_trip_exactly(value: dict[str, Any]) -> None:
 def test_anything_encodes_to_strict_json(value: object) -> None:
     text = encode_json({"v": value})
     json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict constant {name}"))
+
+
+@given(
+    st.lists(
+        st.recursive(
+            st.none() | st.floats() | st.text() | st.sampled_from(["NaN", "Infinity", "é"]),
+            lambda children: (
+                st.lists(children, max_size=3)
+                | st.dictionaries(st.text(max_size=3), children, max_size=3)
+            ),
+            max_leaves=8,
+        ),
+        max_size=6,
+    )
+)
+def test_many_values_encode_as_each_alone(values: list[object]) -> None:
+    assert encode_json_many(values) == [encode_json(value) for value in values]
+
+
+def test_many_values_one_of_which_the_fast_path_refuses() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    values = [{"a": 1}, cycle, {"b": float("nan")}, "é"]
+    assert encode_json_many(values) == [encode_json(value) for value in values]
+    assert encode_json_many(values[::2]) == ['{"a":1}', '{"b":"nan"}']
+
+
+def test_text_beyond_ascii_is_escaped() -> None:
+    assert encode_json({"é": "\u2028 \U0001f427"}) == '{"\\u00e9":"\\u2028 \\ud83d\\udc27"}'
 
 
 def test_unprintable_values_and_deep_nesting() -> None:

@@ -11,13 +11,14 @@ import asyncio
 import dataclasses
 import uuid
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from penguiflow.state import RemoteBinding, StoredEvent
-from penguiflow.stores import MemoryStore
+from penguiflow.stores import MemoryStore, sqlite
 from penguiflow.stores._fold import fold
 from penguiflow.stores._types import BindingSave, BindingTerminal, TraceEnd, TraceStart
 from penguiflow.stores.postgres import PostgresStore
@@ -125,7 +126,7 @@ class GatedPostgres(GatedCommits, PostgresStore):
     pass
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["sqlite", "sqlite-3-rows", "postgres"])
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -136,6 +137,10 @@ async def test_folded_batches_end_like_writes_one_by_one(
     expected = await outcome(GatedMemory(), sequence)
     if kind == "sqlite":
         got = await outcome(GatedSQLite(tmp_path / f"{uuid.uuid4().hex}.db"), sequence)
+    elif kind == "sqlite-3-rows":
+        # Statements of 3 event rows at most: most batches send their first events as JSON.
+        with mock.patch.object(sqlite, "_most_event_rows", lambda: 3):
+            got = await outcome(GatedSQLite(tmp_path / f"{uuid.uuid4().hex}.db"), sequence)
     else:
         connection = await postgres_connection()
         schema = f"pf_test_{uuid.uuid4().hex}"
@@ -145,6 +150,35 @@ async def test_folded_batches_end_like_writes_one_by_one(
             await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             await connection.close()
     assert got == expected
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["events", "mixed"])
+@pytest.mark.parametrize("count", [1, 8, 9, 1000, 2048, 4096 + 300])
+async def test_sqlite_batches_of_any_size_keep_save_order(
+    tmp_path: Path, count: int, mixed: bool
+) -> None:
+    """One batch of ``count`` events (a trace start among them if ``mixed``): statements
+    padded to a few sizes, and past 4,096 events the first ones sent as JSON."""
+    store = GatedSQLite(tmp_path / "batches.db", batch_size=5000, buffer_size=5000)
+    store.arm()
+    await store.start()
+    try:
+        await store.save_event(StoredEvent("first", 0.0, "k", None, None, {}))
+        await store.entered.wait()  # that commit is held: what follows is one batch
+        for n in range(count):
+            if mixed and n == count // 2:
+                await store.save_trace_start("t", "{}", flow_key="f")
+            await store.save_event(StoredEvent("t", float(n), "k", "node", None, {"n": n}))
+        store.gate.set()
+        await store.flush()
+        assert store.statistics().committed == 1 + count + mixed
+        history = await store.load_history("t")
+        assert [(event.ts, event.payload) for event in history] == [
+            (float(n), {"n": n}) for n in range(count)
+        ]
+        assert [trace.trace_id for trace in await store.list_traces()] == ["t"] * mixed
+    finally:
+        await store.close()
 
 
 def test_fold_keeps_the_final_effect_per_key() -> None:

@@ -40,6 +40,7 @@ from ..errors import TraceCancelled
 from ..types import Message
 from .enqueue import Tagged, trace_of
 from .floe import Floe
+from .inbox import Inbox
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -127,21 +128,6 @@ class KeyedLocks:
 
     def __len__(self) -> int:
         return len(self._held)
-
-
-class Inbox(Floe[Any]):
-    """Results of one subscribed trace (a floe of its own), and who waits for them."""
-
-    __slots__ = ("expiry", "fetchers", "token")
-
-    def __init__(self) -> None:
-        super().__init__(None, None, maxsize=0)  # bounded by ``Results`` (see the notes)
-        self.fetchers = 0
-        """``fetch(trace_id=...)`` calls waiting on it."""
-        self.token: object | None = None
-        """The roundtrip lock held by the ``emit(trace_id=...)`` that subscribed it."""
-        self.expiry: asyncio.TimerHandle | None = None
-        """Set while abandoned: when its results are dropped."""
 
 
 class Results:
@@ -235,7 +221,7 @@ class Results:
         self.shared.fail_consumers(stopped)
         for trace_id, inbox in self.inboxes.items():
             leftovers.extend(inbox.clear())
-            inbox.fail_consumers(
+            inbox.fail(
                 RuntimeError(f"PenguiFlow stopped while fetch(trace_id={trace_id!r}) waited")
             )
             if inbox.expiry is not None:
@@ -300,9 +286,9 @@ class Results:
         inbox = self.inboxes.get(trace_id) if trace_id is not None else None
         capacity = self.capacity
         if inbox is not None and inbox.expiry is None:  # a live caller's, up to its bound
-            if capacity and len(inbox.items) >= capacity:
+            if capacity and inbox.qsize() >= capacity:
                 return False
-            inbox.try_push(floe.pop_nowait())
+            inbox.push(floe.pop_nowait())
             return True
         if capacity and self.held >= capacity and not self._evict():
             return False
@@ -316,7 +302,7 @@ class Results:
         if inbox is None or inbox.expiry is not None:
             return False
         capacity = self.capacity
-        return not capacity or len(inbox.items) < capacity
+        return not capacity or inbox.qsize() < capacity
 
     def _place(self, item: Any) -> None:
         trace_id = trace_of(item)
@@ -325,7 +311,7 @@ class Results:
             self.shared.try_push(item)  # unbounded: ``held`` bounds it
             self.held += 1
         else:
-            inbox.try_push(item)
+            inbox.push(item)
             if inbox.expiry is not None:
                 self.held += 1
 
@@ -394,10 +380,11 @@ class Results:
         """Drop the inbox of ``trace_id``; what is left in it goes to the shared floe."""
         inbox = self.inboxes.get(trace_id)
         if inbox is not None:
-            leftovers = inbox.clear()
             self._forget(trace_id, inbox)
-            self.shared.put_back(leftovers)
-            self.held += len(leftovers)
+            if not inbox.empty():
+                leftovers = inbox.clear()
+                self.shared.put_back(leftovers)
+                self.held += len(leftovers)
             if inbox.token is not None:
                 self.locks.release(trace_id, inbox.token)
 
@@ -414,8 +401,16 @@ class Results:
         inbox = self.subscribe(trace_id)
         self.start()
         inbox.fetchers += 1
+        failures = inbox.failures
         try:
-            item = await inbox.pop()
+            # The inbox's wait, inlined: a waiting caller then holds one coroutine less.
+            while inbox.empty():
+                future = inbox.waiter(failures)
+                try:
+                    await future
+                except BaseException:
+                    inbox.withdraw(future)
+                    raise
         except BaseException as error:
             inbox.fetchers -= 1
             if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
@@ -424,11 +419,15 @@ class Results:
                 else:
                     self.unsubscribe(trace_id)
             raise
+        item = inbox.take_nowait()
         inbox.fetchers -= 1
         if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
             self.unsubscribe(trace_id)
-        if self.capacity and any(floe.items for floe in self.sources):
-            self._sort()  # the inbox may have been full, holding results back
+        if self.capacity:
+            for floe in self.sources:
+                if floe.items:
+                    self._sort()  # the inbox may have been full, holding results back
+                    break
         return item
 
     async def take_any(self) -> Any:
@@ -454,7 +453,7 @@ class Results:
                 self.locks.release(trace_id, inbox.token)
                 inbox.token = None
             if inbox.fetchers:
-                inbox.fail_consumers(TraceCancelled(trace_id))
+                inbox.fail(TraceCancelled(trace_id))
             else:
                 self._forget(trace_id, inbox)
         if self.active:

@@ -20,61 +20,58 @@ from typing import Any
 
 __all__ = ["Inbox"]
 
-_NOTHING: Any = object()
-"""Marks an empty inbox's head (None is a result like any other)."""
-
 
 class Inbox:
     """Results of one subscribed trace (oldest first), and who waits for them.
 
     Attributes:
+        size: How many results are queued (read it; only the methods change it).
         fetchers: ``fetch(trace_id=...)`` calls waiting on it.
         token: The roundtrip lock held by the ``emit(trace_id=...)`` that subscribed it.
         expiry: Set while abandoned: when its results are dropped.
+        failures: How many times ``fail`` was called: a fetch reads it before it waits.
     """
 
     __slots__ = (
         "_failure",
-        "_failures",
         "_head",
         "_rest",
         "_waiters",
         "expiry",
+        "failures",
         "fetchers",
+        "size",
         "token",
     )
 
     def __init__(self) -> None:
+        self.size = 0
         self.fetchers = 0
         self.token: object | None = None
         self.expiry: asyncio.TimerHandle | None = None
-        # The oldest result (``_NOTHING`` when empty), then the others in a queue made when a
-        # second one waits: a roundtrip's one result needs no queue.
-        self._head: Any = _NOTHING
+        self.failures = 0
+        self._failure: BaseException | None = None
+        # The oldest result, then the others in a queue made when a second one waits: a
+        # roundtrip's one result needs no queue.
+        self._head: Any = None
         self._rest: deque[Any] | tuple[()] = ()
         # None, the one waiting future, or (once a second comes) a line of them, oldest first.
         self._waiters: asyncio.Future[None] | deque[asyncio.Future[None]] | None = None
-        # Bumped by ``fail``, so that a waiter woken but not yet resumed fails too.
-        self._failures = 0
-        self._failure: BaseException | None = None
 
     def qsize(self) -> int:
         """Return the number of queued results."""
-        return 0 if self._head is _NOTHING else 1 + len(self._rest)
-
-    def empty(self) -> bool:
-        """Return whether no result is queued."""
-        return self._head is _NOTHING
+        return self.size
 
     def push(self, item: Any) -> None:
         """Queue ``item`` and wake the longest-waiting fetch."""
-        if self._head is _NOTHING:
-            self._head = item
-        else:
+        if self.size:
             rest = self._rest
             if not isinstance(rest, deque):
                 rest = self._rest = deque()
             rest.append(item)
+        else:
+            self._head = item
+        self.size += 1
         if self._waiters is not None:
             self._wake()
 
@@ -85,18 +82,20 @@ class Inbox:
 
     def clear(self) -> list[Any]:
         """Remove and return every queued result, oldest first."""
-        if self._head is _NOTHING:
+        if not self.size:
             return []
         removed = [self._head, *self._rest]
-        self._head = _NOTHING
+        self._head = None
         self._rest = ()
+        self.size = 0
         return removed
 
     def take_nowait(self) -> Any:
-        """Take the oldest result (the caller checked there is one)."""
+        """Take the oldest result (the caller checked ``size``)."""
         item = self._head
         rest = self._rest
-        self._head = rest.popleft() if rest else _NOTHING
+        self._head = rest.popleft() if rest else None
+        self.size -= 1
         return item
 
     def waiter(self, failures: int) -> asyncio.Future[None]:
@@ -105,7 +104,7 @@ class Inbox:
         Raises:
             BaseException: what ``fail`` was given since the fetch read ``failures``.
         """
-        if self._failures != failures and self._failure is not None:
+        if self.failures != failures and self._failure is not None:
             raise self._failure
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters = self._waiters
@@ -116,11 +115,6 @@ class Inbox:
         else:
             self._waiters = deque((waiters, future))
         return future
-
-    @property
-    def failures(self) -> int:
-        """How many times ``fail`` was called (a fetch reads it before it waits)."""
-        return self._failures
 
     def withdraw(self, future: asyncio.Future[None]) -> None:
         """A waiter stopped waiting (cancelled, or failed): leave no place behind.
@@ -134,7 +128,7 @@ class Inbox:
             self._waiters = None
         elif isinstance(waiters, deque) and future in waiters:
             waiters.remove(future)
-        if woken and self._head is not _NOTHING:
+        if woken and self.size:
             self._wake()
 
     def fail(self, exc: BaseException) -> None:
@@ -142,7 +136,7 @@ class Inbox:
 
         That includes a fetch already woken but not yet resumed, if it finds the inbox empty.
         """
-        self._failures += 1
+        self.failures += 1
         self._failure = exc
         waiters, self._waiters = self._waiters, None
         if isinstance(waiters, deque):

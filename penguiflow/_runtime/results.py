@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
@@ -105,7 +106,7 @@ class KeyedLocks:
         """Release ``key`` if ``token`` holds it, handing it to the next waiter."""
         if self._held.get(key) is not token:
             return
-        waiters = self._waiting.get(key)
+        waiters = self._waiting.get(key) if self._waiting else None
         while waiters:
             fut = waiters.pop(0)
             if not fut.done():
@@ -114,7 +115,8 @@ class KeyedLocks:
                     del self._waiting[key]
                 fut.set_result(new_token)
                 return
-        self._waiting.pop(key, None)
+        if waiters is not None:
+            del self._waiting[key]
         del self._held[key]
 
     def release_all(self) -> None:
@@ -211,7 +213,7 @@ class Results:
         self.enqueuer.tagger = self.tag
         self._listeners = [floe.listener for floe in self.sources]
         for floe in self.sources:
-            floe.listener = self._sort
+            floe.listener = functools.partial(self._landed, floe)
         self._sort()
 
     def close(self) -> list[Any]:
@@ -280,13 +282,41 @@ class Results:
         finally:
             self._sorting = False
 
+    def _landed(self, floe: Floe[Any]) -> None:
+        """An item landed on ``floe`` (or a producer began to wait there): sort.
+
+        The common case first: the item is alone on its floe and for a live caller with
+        room. Moving it changes nothing for the items held back elsewhere (they wait for
+        room that this move does not make), so it is what ``_sort`` would do, minus the
+        rounds over every source. Anything else goes to ``_sort``.
+        """
+        items = floe.items
+        if len(items) == 1 and not self._sorting:
+            head = items[0]
+            trace_id = head.trace_id if type(head) is Message else trace_of(head)
+            inbox = self.inboxes.get(trace_id) if trace_id is not None else None
+            capacity = self.capacity
+            if (
+                inbox is not None
+                and inbox.expiry is None
+                and (not capacity or inbox.size < capacity)
+            ):
+                self._sorting = True  # a producer admitted by the pop lands here again
+                try:
+                    inbox.push(floe.pop_nowait())
+                finally:
+                    self._sorting = False
+                if not items:
+                    return
+        self._sort()
+
     def _take_from(self, floe: Floe[Any], head: Any) -> bool:
         """Move ``head`` (the floe's oldest item) out if it may go now; tell whether it did."""
         trace_id = head.trace_id if type(head) is Message else trace_of(head)
         inbox = self.inboxes.get(trace_id) if trace_id is not None else None
         capacity = self.capacity
         if inbox is not None and inbox.expiry is None:  # a live caller's, up to its bound
-            if capacity and inbox.qsize() >= capacity:
+            if capacity and inbox.size >= capacity:
                 return False
             inbox.push(floe.pop_nowait())
             return True
@@ -302,7 +332,7 @@ class Results:
         if inbox is None or inbox.expiry is not None:
             return False
         capacity = self.capacity
-        return not capacity or inbox.qsize() < capacity
+        return not capacity or inbox.size < capacity
 
     def _place(self, item: Any) -> None:
         trace_id = trace_of(item)
@@ -381,7 +411,7 @@ class Results:
         inbox = self.inboxes.get(trace_id)
         if inbox is not None:
             self._forget(trace_id, inbox)
-            if not inbox.empty():
+            if inbox.size:
                 leftovers = inbox.clear()
                 self.shared.put_back(leftovers)
                 self.held += len(leftovers)
@@ -398,13 +428,16 @@ class Results:
             TraceCancelled: the trace was cancelled while this waited.
             RuntimeError: the flow stopped while this waited.
         """
-        inbox = self.subscribe(trace_id)
-        self.start()
+        inbox = self.inboxes.get(trace_id)
+        if inbox is None or inbox.expiry is not None:
+            inbox = self.subscribe(trace_id)  # else subscribed already, by emit
+        if not self.active:
+            self.start()
         inbox.fetchers += 1
         failures = inbox.failures
         try:
             # The inbox's wait, inlined: a waiting caller then holds one coroutine less.
-            while inbox.empty():
+            while not inbox.size:
                 future = inbox.waiter(failures)
                 try:
                     await future
@@ -491,10 +524,10 @@ class Results:
         self.owner.spawn(self._report(trace_id, items, reason), name="penguiflow:results-dropped")
 
     def _forget(self, trace_id: str, inbox: Inbox) -> None:
-        if inbox.expiry is not None:
+        if inbox.expiry is not None:  # abandoned: listed in ``_abandoned`` exactly then
             inbox.expiry.cancel()
             inbox.expiry = None
-        self._abandoned.pop(trace_id, None)
+            del self._abandoned[trace_id]
         del self.inboxes[trace_id]
         if self._admission:
             self._admit_next()  # one more trace may be subscribed

@@ -14,6 +14,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from .._events import NODE_CANCELLED
 from ..state import SupportsTraceLifecycle
 from ..types import WM, Message, StreamChunk
@@ -662,18 +664,28 @@ def _restamped(msg: Message, trace_id: str) -> Message:
     copied = _new_object(Message)
     fields = msg.__dict__.copy()
     fields["trace_id"] = trace_id
-    _set_slot(copied, "__dict__", fields)
+    _set_dict(copied, fields)
     extra = msg.__pydantic_extra__
-    _set_slot(copied, "__pydantic_extra__", None if extra is None else dict(extra))
+    _set_extra(copied, None if extra is None else dict(extra))
     fields_set = set(msg.__pydantic_fields_set__)
     fields_set.add("trace_id")
-    _set_slot(copied, "__pydantic_fields_set__", fields_set)
-    _set_slot(copied, "__pydantic_private__", None)  # Message declares no private attributes
+    _set_fields_set(copied, fields_set)
+    _set_private(copied, None)  # Message declares no private attributes
     return copied
 
 
 _new_object = object.__new__
-_set_slot = object.__setattr__
+# The setters of BaseModel's four slots: what ``object.__setattr__`` ends up calling, without
+# looking the name up on every call.
+_set_dict, _set_extra, _set_fields_set, _set_private = (
+    BaseModel.__dict__[slot].__set__
+    for slot in (
+        "__dict__",
+        "__pydantic_extra__",
+        "__pydantic_fields_set__",
+        "__pydantic_private__",
+    )
+)
 
 
 def create(*adjacencies: tuple[Node, Sequence[Node]], **kwargs: Any) -> PenguiFlow:

@@ -123,6 +123,9 @@ class Enqueuer:
         """
         if len(floes) == 1 and self.bus is None:
             floe = floes[0]
+            trace_id = getattr(item, "trace_id", None)
+            if isinstance(trace_id, str):  # a traced item needs no tag (see ``_prepare``)
+                return floe.push(item, self.traces.count, trace_id)
             entry, trace_id = self._prepare(floe, item)
             if trace_id is None:
                 return floe.push(entry)

@@ -72,8 +72,15 @@ class Inbox:
         else:
             self._head = item
         self.size += 1
-        if self._waiters is not None:
+        waiters = self._waiters
+        if waiters is None:
+            return
+        if isinstance(waiters, deque):
             self._wake()
+        else:  # a roundtrip's one waiter, woken here rather than through another call
+            self._waiters = None
+            if not waiters.done():
+                waiters.set_result(None)
 
     def put_back(self, items: list[Any]) -> None:
         """Queue results taken from elsewhere (the shared floe), waking a fetch for each."""

@@ -410,13 +410,17 @@ class Results:
         """Drop the inbox of ``trace_id``; what is left in it goes to the shared floe."""
         inbox = self.inboxes.get(trace_id)
         if inbox is not None:
-            self._forget(trace_id, inbox)
-            if inbox.size:
-                leftovers = inbox.clear()
-                self.shared.put_back(leftovers)
-                self.held += len(leftovers)
-            if inbox.token is not None:
-                self.locks.release(trace_id, inbox.token)
+            self._unsubscribe(trace_id, inbox)
+
+    def _unsubscribe(self, trace_id: str, inbox: Inbox) -> None:
+        """``unsubscribe`` for the caller that has the inbox of ``trace_id`` in hand."""
+        self._forget(trace_id, inbox)
+        if inbox.size:
+            leftovers = inbox.clear()
+            self.shared.put_back(leftovers)
+            self.held += len(leftovers)
+        if inbox.token is not None:
+            self.locks.release(trace_id, inbox.token)
 
     async def take(self, trace_id: str) -> Any:
         """The next result of ``trace_id`` (``fetch(trace_id=...)``).
@@ -450,12 +454,12 @@ class Results:
                 if isinstance(error, asyncio.CancelledError):
                     self._abandon(trace_id, inbox)
                 else:
-                    self.unsubscribe(trace_id)
+                    self._unsubscribe(trace_id, inbox)
             raise
         item = inbox.take_nowait()
         inbox.fetchers -= 1
         if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
-            self.unsubscribe(trace_id)
+            self._unsubscribe(trace_id, inbox)
         if self.capacity:
             for floe in self.sources:
                 if floe.items:

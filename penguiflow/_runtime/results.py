@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
@@ -213,7 +212,7 @@ class Results:
         self.enqueuer.tagger = self.tag
         self._listeners = [floe.listener for floe in self.sources]
         for floe in self.sources:
-            floe.listener = functools.partial(self._landed, floe)
+            floe.listener = self._sort
         self._sort()
 
     def close(self) -> list[Any]:
@@ -281,34 +280,6 @@ class Results:
                         moved = moved or bool(live)
         finally:
             self._sorting = False
-
-    def _landed(self, floe: Floe[Any]) -> None:
-        """An item landed on ``floe`` (or a producer began to wait there): sort.
-
-        The common case first: the item is alone on its floe and for a live caller with
-        room. Moving it changes nothing for the items held back elsewhere (they wait for
-        room that this move does not make), so it is what ``_sort`` would do, minus the
-        rounds over every source. Anything else goes to ``_sort``.
-        """
-        items = floe.items
-        if len(items) == 1 and not self._sorting:
-            head = items[0]
-            trace_id = head.trace_id if type(head) is Message else trace_of(head)
-            inbox = self.inboxes.get(trace_id) if trace_id is not None else None
-            capacity = self.capacity
-            if (
-                inbox is not None
-                and inbox.expiry is None
-                and (not capacity or inbox.size < capacity)
-            ):
-                self._sorting = True  # a producer admitted by the pop lands here again
-                try:
-                    inbox.push(floe.pop_nowait())
-                finally:
-                    self._sorting = False
-                if not items:
-                    return
-        self._sort()
 
     def _take_from(self, floe: Floe[Any], head: Any) -> bool:
         """Move ``head`` (the floe's oldest item) out if it may go now; tell whether it did."""

@@ -16,11 +16,15 @@ import asyncio
 import functools
 import itertools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import _common as common
 
-from penguiflow import Headers, Message, Node, NodePolicy, create
+import penguiflow
+from penguiflow import Headers, Message
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 HOPS = 4
 MAXSIZE = 256
@@ -64,18 +68,22 @@ async def noop(message: Any, ctx: Any) -> Any:
     return message
 
 
-async def runtime(callers: int, requests: int) -> float:
-    """Requests per second through the flow, each caller doing emit then fetch by trace."""
-    policy = NodePolicy(validate="none")
-    nodes = [Node(noop, name=f"n{i}", policy=policy) for i in range(HOPS)]
-    flow = create(*(a.to(b) for a, b in itertools.pairwise(nodes)), queue_maxsize=MAXSIZE)
-    headers = Headers(tenant="bench")
+async def runtime(callers: int, requests: int, pf: ModuleType = penguiflow) -> float:
+    """Requests per second through the flow, each caller doing emit then fetch by trace.
+
+    ``pf`` is the penguiflow package to measure (``roundtrip_compare.py`` passes copies of
+    other revisions).
+    """
+    policy = pf.NodePolicy(validate="none")
+    nodes = [pf.Node(noop, name=f"n{i}", policy=policy) for i in range(HOPS)]
+    flow = pf.create(*(a.to(b) for a, b in itertools.pairwise(nodes)), queue_maxsize=MAXSIZE)
+    headers = pf.Headers(tenant="bench")
     flow.run()
 
     async def caller(index: int, count: int) -> None:
         for i in range(count):
             trace_id = f"c{index}-{i}"
-            await flow.emit(Message(payload=i, headers=headers), trace_id=trace_id)
+            await flow.emit(pf.Message(payload=i, headers=headers), trace_id=trace_id)
             await flow.fetch(trace_id=trace_id)
 
     started = time.perf_counter()

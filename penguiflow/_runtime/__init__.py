@@ -22,6 +22,7 @@ as it lands) -> ``flow.fetch``.
 - ``cancel``: ``Canceller``, cancelling one trace while others carry on.
 - ``results``: delivery to callers once trace-scoped fetching is on: per-trace inboxes,
   roundtrip locks, bounds, callers that go away.
+- ``inbox``: ``Inbox``, one subscribed trace's results and the fetches waiting for them.
 - ``context``: the per-node handle for emit / fetch / streaming.
 - ``graph``: wiring adjacencies into nodes and floes; the cycle check.
 - ``breaker``, ``nodes``: a node's circuit breaker, last error and restarts.

@@ -17,7 +17,6 @@ floe, a Message of the item's own trace), marked there.
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import TYPE_CHECKING, Any
 
 from ..node import Node
@@ -26,7 +25,7 @@ from .constants import logger
 from .endpoints import ROOKERY, Endpoint
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from ..bus import MessageBus
     from .floe import Floe
@@ -114,18 +113,34 @@ class Enqueuer:
             self.traces.count(trace_id, len(floes))
         return True
 
-    async def put(self, floes: Sequence[Floe[Any]], item: Any) -> None:
+    def put(self, floes: Sequence[Floe[Any]], item: Any) -> Awaitable[None]:
         """Put ``item`` on each floe in turn, waiting in line for room where needed.
 
         With a bus, each enqueue is published first. Cancelled while waiting: floes already
-        served keep the item (counted), the rest do not get it.
+        served keep the item (counted), the rest do not get it. Returns what to await: for
+        one floe and no bus (an emit waiting at a full ingress floe), the floe's own push,
+        so that a waiting producer holds one coroutine less.
         """
+        if len(floes) == 1 and self.bus is None:
+            floe = floes[0]
+            trace_id = getattr(item, "trace_id", None)
+            if isinstance(trace_id, str):  # a traced item needs no tag (see ``_prepare``)
+                return floe.push(item, self.traces.count, trace_id)
+            entry, trace_id = self._prepare(floe, item)
+            if trace_id is None:
+                return floe.push(entry)
+            return floe.push(entry, self.traces.count, trace_id)
+        return self._put_each(floes, item)
+
+    async def _put_each(self, floes: Sequence[Floe[Any]], item: Any) -> None:
         for floe in floes:
             entry, trace_id = self._prepare(floe, item)
             if self.bus is not None:
                 await self._publish(floe, entry)
-            entered = None if trace_id is None else functools.partial(self.traces.count, trace_id)
-            await floe.push(entry, entered)
+            if trace_id is None:
+                await floe.push(entry)
+            else:
+                await floe.push(entry, self.traces.count, trace_id)
 
     def put_nowait(self, floes: Sequence[Floe[Any]], item: Any) -> None:
         """Put ``item`` on each floe in turn without waiting; a bus publish is scheduled.

@@ -40,6 +40,7 @@ from ..errors import TraceCancelled
 from ..types import Message
 from .enqueue import Tagged, trace_of
 from .floe import Floe
+from .inbox import Inbox
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -104,7 +105,7 @@ class KeyedLocks:
         """Release ``key`` if ``token`` holds it, handing it to the next waiter."""
         if self._held.get(key) is not token:
             return
-        waiters = self._waiting.get(key)
+        waiters = self._waiting.get(key) if self._waiting else None
         while waiters:
             fut = waiters.pop(0)
             if not fut.done():
@@ -113,7 +114,8 @@ class KeyedLocks:
                     del self._waiting[key]
                 fut.set_result(new_token)
                 return
-        self._waiting.pop(key, None)
+        if waiters is not None:
+            del self._waiting[key]
         del self._held[key]
 
     def release_all(self) -> None:
@@ -127,21 +129,6 @@ class KeyedLocks:
 
     def __len__(self) -> int:
         return len(self._held)
-
-
-class Inbox(Floe[Any]):
-    """Results of one subscribed trace (a floe of its own), and who waits for them."""
-
-    __slots__ = ("expiry", "fetchers", "token")
-
-    def __init__(self) -> None:
-        super().__init__(None, None, maxsize=0)  # bounded by ``Results`` (see the notes)
-        self.fetchers = 0
-        """``fetch(trace_id=...)`` calls waiting on it."""
-        self.token: object | None = None
-        """The roundtrip lock held by the ``emit(trace_id=...)`` that subscribed it."""
-        self.expiry: asyncio.TimerHandle | None = None
-        """Set while abandoned: when its results are dropped."""
 
 
 class Results:
@@ -235,7 +222,7 @@ class Results:
         self.shared.fail_consumers(stopped)
         for trace_id, inbox in self.inboxes.items():
             leftovers.extend(inbox.clear())
-            inbox.fail_consumers(
+            inbox.fail(
                 RuntimeError(f"PenguiFlow stopped while fetch(trace_id={trace_id!r}) waited")
             )
             if inbox.expiry is not None:
@@ -300,9 +287,9 @@ class Results:
         inbox = self.inboxes.get(trace_id) if trace_id is not None else None
         capacity = self.capacity
         if inbox is not None and inbox.expiry is None:  # a live caller's, up to its bound
-            if capacity and len(inbox.items) >= capacity:
+            if capacity and inbox.size >= capacity:
                 return False
-            inbox.try_push(floe.pop_nowait())
+            inbox.push(floe.pop_nowait())
             return True
         if capacity and self.held >= capacity and not self._evict():
             return False
@@ -316,7 +303,7 @@ class Results:
         if inbox is None or inbox.expiry is not None:
             return False
         capacity = self.capacity
-        return not capacity or len(inbox.items) < capacity
+        return not capacity or inbox.size < capacity
 
     def _place(self, item: Any) -> None:
         trace_id = trace_of(item)
@@ -325,7 +312,7 @@ class Results:
             self.shared.try_push(item)  # unbounded: ``held`` bounds it
             self.held += 1
         else:
-            inbox.try_push(item)
+            inbox.push(item)
             if inbox.expiry is not None:
                 self.held += 1
 
@@ -394,12 +381,17 @@ class Results:
         """Drop the inbox of ``trace_id``; what is left in it goes to the shared floe."""
         inbox = self.inboxes.get(trace_id)
         if inbox is not None:
+            self._unsubscribe(trace_id, inbox)
+
+    def _unsubscribe(self, trace_id: str, inbox: Inbox) -> None:
+        """``unsubscribe`` for the caller that has the inbox of ``trace_id`` in hand."""
+        self._forget(trace_id, inbox)
+        if inbox.size:
             leftovers = inbox.clear()
-            self._forget(trace_id, inbox)
             self.shared.put_back(leftovers)
             self.held += len(leftovers)
-            if inbox.token is not None:
-                self.locks.release(trace_id, inbox.token)
+        if inbox.token is not None:
+            self.locks.release(trace_id, inbox.token)
 
     async def take(self, trace_id: str) -> Any:
         """The next result of ``trace_id`` (``fetch(trace_id=...)``).
@@ -411,24 +403,39 @@ class Results:
             TraceCancelled: the trace was cancelled while this waited.
             RuntimeError: the flow stopped while this waited.
         """
-        inbox = self.subscribe(trace_id)
-        self.start()
+        inbox = self.inboxes.get(trace_id)
+        if inbox is None or inbox.expiry is not None:
+            inbox = self.subscribe(trace_id)  # else subscribed already, by emit
+        if not self.active:
+            self.start()
         inbox.fetchers += 1
+        failures = inbox.failures
         try:
-            item = await inbox.pop()
+            # The inbox's wait, inlined: a waiting caller then holds one coroutine less.
+            while not inbox.size:
+                future = inbox.waiter(failures)
+                try:
+                    await future
+                except BaseException:
+                    inbox.withdraw(future)
+                    raise
         except BaseException as error:
             inbox.fetchers -= 1
             if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
                 if isinstance(error, asyncio.CancelledError):
                     self._abandon(trace_id, inbox)
                 else:
-                    self.unsubscribe(trace_id)
+                    self._unsubscribe(trace_id, inbox)
             raise
+        item = inbox.take_nowait()
         inbox.fetchers -= 1
         if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
-            self.unsubscribe(trace_id)
-        if self.capacity and any(floe.items for floe in self.sources):
-            self._sort()  # the inbox may have been full, holding results back
+            self._unsubscribe(trace_id, inbox)
+        if self.capacity:
+            for floe in self.sources:
+                if floe.items:
+                    self._sort()  # the inbox may have been full, holding results back
+                    break
         return item
 
     async def take_any(self) -> Any:
@@ -454,7 +461,7 @@ class Results:
                 self.locks.release(trace_id, inbox.token)
                 inbox.token = None
             if inbox.fetchers:
-                inbox.fail_consumers(TraceCancelled(trace_id))
+                inbox.fail(TraceCancelled(trace_id))
             else:
                 self._forget(trace_id, inbox)
         if self.active:
@@ -492,10 +499,10 @@ class Results:
         self.owner.spawn(self._report(trace_id, items, reason), name="penguiflow:results-dropped")
 
     def _forget(self, trace_id: str, inbox: Inbox) -> None:
-        if inbox.expiry is not None:
+        if inbox.expiry is not None:  # abandoned: listed in ``_abandoned`` exactly then
             inbox.expiry.cancel()
             inbox.expiry = None
-        self._abandoned.pop(trace_id, None)
+            del self._abandoned[trace_id]
         del self.inboxes[trace_id]
         if self._admission:
             self._admit_next()  # one more trace may be subscribed

@@ -157,6 +157,36 @@ async def test_emit_with_trace_id_stamps_a_copy_of_a_message() -> None:
     assert (out.trace_id, out.payload, out.headers) == ("job-1", "x", m.headers)
 
 
+class Tagged(Message):
+    """A Message subclass with an extra field: stamped through pydantic's own copy."""
+
+    tag: str = "t"
+
+
+@pytest.mark.parametrize("kind", [Message, Tagged])
+async def test_the_stamped_copy_is_what_model_copy_makes(kind: type[Message]) -> None:
+    seen: list[Message] = []
+
+    async def keep(msg: Message, ctx: Any) -> Message:
+        seen.append(msg)
+        return msg
+
+    m = kind(payload={"n": 1}, headers=make_msg("x").headers, meta={"k": [1]})
+    expected = m.model_copy(update={"trace_id": "job-1"})
+    flow = PenguiFlow(node(keep, "a").to())
+    async with running(flow):
+        await flow.emit(m, trace_id="job-1")
+        await fetch(flow, trace_id="job-1")
+    (stamped,) = seen
+    assert type(stamped) is kind and stamped is not m
+    assert stamped == expected and repr(stamped) == repr(expected)
+    assert stamped.__pydantic_fields_set__ == expected.__pydantic_fields_set__
+    assert stamped.__pydantic_fields_set__ is not m.__pydantic_fields_set__
+    assert (stamped.__pydantic_extra__, stamped.__pydantic_private__) == (None, None)
+    assert stamped.meta is m.meta  # a shallow copy, as model_copy's
+    assert m.trace_id != "job-1" and "trace_id" not in m.__pydantic_fields_set__
+
+
 async def test_emit_with_trace_id_sets_it_on_other_objects() -> None:
     seen: list[Any] = []
 

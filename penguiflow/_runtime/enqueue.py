@@ -75,7 +75,7 @@ class Enqueuer:
         bus: Where every enqueue is mirrored, if set.
     """
 
-    __slots__ = ("bus", "owner", "tagger", "traces")
+    __slots__ = ("bus", "count", "owner", "tagger", "traces")
 
     def __init__(
         self,
@@ -85,6 +85,9 @@ class Enqueuer:
         bus: MessageBus | None,
     ) -> None:
         self.traces = traces
+        self.count = traces.count
+        """``traces.count``, bound once: a producer that waits for room holds it, and a bound
+        method made per put would be one more object per waiting producer."""
         self.owner = owner
         self.bus = bus
         self.tagger: Callable[[Any], Tagged | None] | None = None
@@ -125,11 +128,11 @@ class Enqueuer:
             floe = floes[0]
             trace_id = getattr(item, "trace_id", None)
             if isinstance(trace_id, str):  # a traced item needs no tag (see ``_prepare``)
-                return floe.push(item, self.traces.count, trace_id)
+                return floe.push(item, self.count, trace_id)
             entry, trace_id = self._prepare(floe, item)
             if trace_id is None:
                 return floe.push(entry)
-            return floe.push(entry, self.traces.count, trace_id)
+            return floe.push(entry, self.count, trace_id)
         return self._put_each(floes, item)
 
     async def _put_each(self, floes: Sequence[Floe[Any]], item: Any) -> None:
@@ -140,7 +143,7 @@ class Enqueuer:
             if trace_id is None:
                 await floe.push(entry)
             else:
-                await floe.push(entry, self.traces.count, trace_id)
+                await floe.push(entry, self.count, trace_id)
 
     def put_nowait(self, floes: Sequence[Floe[Any]], item: Any) -> None:
         """Put ``item`` on each floe in turn without waiting; a bus publish is scheduled.

@@ -102,19 +102,28 @@ class ReadySignal:
 class _Producer:
     """A producer waiting for room: its future, its item, and what to call once it is in."""
 
-    __slots__ = ("args", "entered", "future", "item")
+    __slots__ = ("entered", "future", "item", "key")
 
     def __init__(
         self,
         future: asyncio.Future[None],
         item: Any,
         entered: Callable[..., object] | None,
-        args: tuple[Any, ...],
+        key: str | None,
     ) -> None:
         self.future = future
         self.item = item
         self.entered = entered
-        self.args = args
+        self.key = key
+
+    def enter(self) -> None:
+        """Call ``entered`` (see ``Floe.push``)."""
+        entered = self.entered
+        if entered is not None:
+            if self.key is None:
+                entered()
+            else:
+                entered(self.key)
 
 
 class Floe(Generic[T]):
@@ -131,6 +140,8 @@ class Floe(Generic[T]):
         items: The queued items, oldest first. Read it for depths; never change it.
         listener: Called after every push, and when a producer starts waiting (see
             ``ReadySignal``, ``Results``); set through ``listen``.
+        loop: The loop of the flow running on the floe, set by the flow for its run (None:
+            the running loop is asked when a waiter needs a future).
     """
 
     __slots__ = (
@@ -142,6 +153,7 @@ class Floe(Generic[T]):
         "_resuming",
         "items",
         "listener",
+        "loop",
         "source",
         "target",
     )
@@ -167,6 +179,9 @@ class Floe(Generic[T]):
         self._failures = 0
         self._failure: BaseException | None = None
         self.listener: Callable[[], None] | None = None
+        # Asking asyncio for the running loop costs a system call (a fork check) in CPython
+        # 3.11, once per waiting producer and consumer: the flow hands its loop over instead.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- the engine's interface -----------------------------------------------------------------
 
@@ -192,23 +207,48 @@ class Floe(Generic[T]):
             self._wake_consumer()
         return True
 
-    async def push(self, item: T, entered: Callable[..., object] | None = None, *args: Any) -> None:
+    async def push(
+        self, item: T, entered: Callable[..., object] | None = None, key: str | None = None
+    ) -> None:
         """Append ``item``, waiting in line for room while the floe is full.
 
-        ``entered(*args)`` is called in the very step in which the item enters the floe (before
-        any consumer can take it), for bookkeeping that must not lag behind: a trace's count.
-        (Arguments rather than a partial: a waiting producer then holds one object less.)
+        ``entered(key)`` (``entered()`` without a key) is called in the very step in which the
+        item enters the floe (before any consumer can take it), for bookkeeping that must not
+        lag behind: a trace's count. (A key rather than a partial or a tuple of arguments: a
+        waiting producer then holds no object of its own besides its future, its place in
+        line and its coroutine.)
 
         On cancel: an item that has not entered is withdrawn, and ``CancelledError``
         propagates; one that entered stays (it is delivered), and ``CancelledError`` still
         propagates.
         """
+        producer = self.line_up(item, entered, key)
+        if producer is None:
+            return
+        try:
+            await producer.future
+        except BaseException:
+            self.withdraw(producer)
+            raise
+        self.resumed()
+
+    # ``push`` in three steps, for a caller that waits in its own coroutine rather than in
+    # ``push``'s (``PenguiFlow.emit``): ``line_up``; if it returned a place, ``await
+    # place.future``, then ``resumed()``, or ``withdraw(place)`` on any exception.
+
+    def line_up(
+        self, item: T, entered: Callable[..., object] | None = None, key: str | None = None
+    ) -> _Producer | None:
+        """Append ``item`` now if there is room (None), else queue it and return its place."""
         if self.try_push(item):
             if entered is not None:
-                entered(*args)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        producer = _Producer(future, item, entered, args)
+                if key is None:
+                    entered()
+                else:
+                    entered(key)
+            return None
+        future: asyncio.Future[None] = (self.loop or asyncio.get_running_loop()).create_future()
+        producer = _Producer(future, item, entered, key)
         producers = self._producers
         if not isinstance(producers, deque):
             producers = self._producers = deque()
@@ -216,19 +256,24 @@ class Floe(Generic[T]):
         listener = self.listener
         if listener is not None:
             listener()  # a consumer may want to know who waits (see ``divert_waiting``)
-        try:
-            await future
-        except BaseException:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self._resumed()  # admitted, then cancelled: the item stays delivered
-            else:
-                future.cancel()
-                with contextlib.suppress(ValueError):
-                    producers.remove(producer)
-            raise
-        self._resumed()
+        return producer
 
-    def _resumed(self) -> None:
+    def withdraw(self, producer: _Producer) -> None:
+        """The producer in ``producer``'s place stopped waiting (cancelled, or failed).
+
+        An item that entered already stays (delivered); one that has not is taken out of line.
+        """
+        future = producer.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self.resumed()  # admitted, then cancelled: the item stays delivered
+            return
+        future.cancel()
+        producers = self._producers
+        if isinstance(producers, deque):
+            with contextlib.suppress(ValueError):
+                producers.remove(producer)
+
+    def resumed(self) -> None:
         """An admitted producer resumed; once all have, the line refills the free slots."""
         self._resuming -= 1
         if not self._resuming and self._producers:
@@ -260,7 +305,7 @@ class Floe(Generic[T]):
         while not self.items:
             if self._failures != failures and self._failure is not None:
                 raise self._failure
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[None] = (self.loop or asyncio.get_running_loop()).create_future()
             consumers = self._consumers
             if not isinstance(consumers, deque):
                 consumers = self._consumers = deque()
@@ -302,8 +347,7 @@ class Floe(Generic[T]):
                 kept.append(producer)
                 continue
             self._resuming += 1
-            if producer.entered is not None:
-                producer.entered(*producer.args)
+            producer.enter()
             producer.future.set_result(None)
             taken.append(producer.item)
         if taken:
@@ -372,7 +416,7 @@ class Floe(Generic[T]):
             self._resuming += 1
             items.append(producer.item)
             if producer.entered is not None:
-                producer.entered(*producer.args)
+                producer.enter()
             producer.future.set_result(None)
             listener = self.listener
             if listener is not None:

@@ -217,6 +217,7 @@ class PenguiFlow:
         warned = message_output_nodes(self._nodes, registry)
         self._running = True
         self._loop = loop
+        self._bind_loop(loop)
         self._workers[:] = self._build_workers()
         for worker in self._workers:
             task = worker.start(self._owner, registry, worker.node in warned)
@@ -271,9 +272,23 @@ class PenguiFlow:
         self._redriver.reset()
         for ctx in self._contexts.values():
             ctx._stream_seqs.clear()
+        self._bind_loop(None)
         flush = getattr(self._state_store, "flush", None)
         if flush is not None:
             await self._flush_store(flush)
+
+    def _bind_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Hand the run's loop to every floe and to the results (None once it stopped).
+
+        Their waiters make futures on it without asking asyncio, which costs a system call
+        per waiter; a stopped flow's floes ask again, for whichever loop uses them next.
+        """
+        for floe in self._floes:
+            floe.loop = loop
+        for ctx in self._contexts.values():
+            ctx._buffer.loop = loop
+        self._results.shared.loop = loop
+        self._results.loop = loop
 
     async def _flush_store(self, flush: Callable[[], Awaitable[object]]) -> None:
         """Let a durable store's writer commit what the flow handed it, for a bounded time.
@@ -358,8 +373,59 @@ class PenguiFlow:
             if fresh and floes:
                 await self._journal_start(msg, to)
             return
+        msg = self._stamped(msg, trace_id)
+        results = self._results
+        token = results.try_turn(trace_id)
+        if token is None:
+            token = await self._roundtrip_turn(trace_id)
+        inbox = results.subscribe(trace_id)
+        inbox.token = token
+        results.start()
+        sent: tuple[Floe[Any], ...] = ()
+        lifecycle = self._lifecycle
+        fresh = lifecycle.journal is not None and lifecycle.is_new(msg)
+        enqueuer = self._enqueuer
+        try:
+            floes = self._ingress(msg, to)
+            if enqueuer.try_put(floes, msg):
+                sent = floes
+            elif len(floes) == 1 and enqueuer.bus is None:
+                # Floe.push, inlined (see Floe.line_up): a caller waiting for room then holds
+                # one coroutine, not two.
+                floe = floes[0]
+                place = floe.line_up(msg, enqueuer.count, trace_id)
+                if place is not None:
+                    try:
+                        await place.future
+                    except BaseException:
+                        floe.withdraw(place)
+                        raise
+                    floe.resumed()
+                sent = floes  # only now: cancelled while waiting for room, nothing was sent
+            else:
+                await enqueuer.put(floes, msg)
+                sent = floes
+        finally:
+            if not sent and inbox.fetchers == 0:
+                results.unsubscribe(trace_id)
+        if fresh and sent:
+            await self._journal_start(msg, to)
+
+    def _stamped(self, msg: Any, trace_id: str) -> Any:
+        """``msg`` stamped with ``trace_id`` for a roundtrip; refused while the store fails."""
         msg = _stamp(msg, _checked_trace(trace_id, "emit"))
-        self._admit_new(msg)
+        if self._lifecycle.journal is not None:
+            self._admit_new(msg)
+        return msg
+
+    async def _roundtrip_turn(self, trace_id: str) -> object:
+        """Wait for a roundtrip of ``trace_id`` to be allowed: admission, then its lock.
+
+        Returns the lock's token.
+
+        Raises:
+            RuntimeError: the flow stopped while this waited.
+        """
         results = self._results
         if trace_id not in results.inboxes and results.must_wait():
             await results.admit()
@@ -369,21 +435,7 @@ class PenguiFlow:
             if not self._is_running():  # stop() may have run while we waited
                 results.locks.release(trace_id, token)
                 raise RuntimeError(c.NOT_RUNNING)
-        inbox = results.subscribe(trace_id)
-        inbox.token = token
-        results.start()
-        sent: tuple[Floe[Any], ...] = ()
-        fresh = self._lifecycle.is_new(msg)
-        try:
-            floes = self._ingress(msg, to)
-            if not self._enqueuer.try_put(floes, msg):
-                await self._enqueuer.put(floes, msg)
-            sent = floes  # only now: cancelled while waiting for room, nothing was sent
-        finally:
-            if not sent and inbox.fetchers == 0:
-                results.unsubscribe(trace_id)
-        if fresh and sent:
-            await self._journal_start(msg, to)
+        return token
 
     async def _journal_start(self, msg: Message, to: Target) -> None:
         """Journal a new trace's start and wait until it is durable (see ``journal``).
@@ -451,9 +503,22 @@ class PenguiFlow:
             raise RuntimeError(c.NOT_RUNNING)
         results = self._results
         if trace_id is not None:
-            if from_ is not None:
-                raise RuntimeError(c.FETCH_TRACE_FROM)
-            item = await results.take(_checked_trace(trace_id, "fetch"))
+            # ``Results.enter``, the wait for the inbox, then ``leave`` (or ``left``): inlined
+            # rather than a coroutine of their own, so that a waiting caller holds one less.
+            inbox = results.enter(_fetched_trace(trace_id, from_))
+            failures = inbox.failures
+            try:
+                while not inbox.size:
+                    future = inbox.waiter(failures, results.loop)
+                    try:
+                        await future
+                    except BaseException:
+                        inbox.withdraw(future)
+                        raise
+            except BaseException as error:
+                results.left(trace_id, inbox, error)
+                raise
+            item = results.leave(trace_id, inbox)
         elif results.active:
             if from_ is not None:
                 raise RuntimeError(c.FETCH_FROM_DISPATCH)
@@ -692,6 +757,12 @@ def _checked_trace(trace_id: object, call: str) -> str:
             f"{call}(trace_id=...) takes a str, got {type(trace_id).__name__} {trace_id!r}"
         )
     return trace_id
+
+
+def _fetched_trace(trace_id: object, from_: Target) -> str:
+    if from_ is not None:
+        raise RuntimeError(c.FETCH_TRACE_FROM)
+    return _checked_trace(trace_id, "fetch")
 
 
 def _stamp(msg: Any, trace_id: str) -> Any:

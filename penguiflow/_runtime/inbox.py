@@ -105,15 +105,20 @@ class Inbox:
         self.size -= 1
         return item
 
-    def waiter(self, failures: int) -> asyncio.Future[None]:
+    def waiter(
+        self, failures: int, loop: asyncio.AbstractEventLoop | None = None
+    ) -> asyncio.Future[None]:
         """Queue up for the next result: a future set when one may be there.
+
+        ``loop`` is the running loop, when the caller knows it (asking asyncio costs a system
+        call in CPython 3.11).
 
         Raises:
             BaseException: what ``fail`` was given since the fetch read ``failures``.
         """
         if self.failures != failures and self._failure is not None:
             raise self._failure
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = (loop or asyncio.get_running_loop()).create_future()
         waiters = self._waiters
         if waiters is None:
             self._waiters = future

@@ -154,6 +154,7 @@ class Results:
         "inboxes",
         "lifecycle",
         "locks",
+        "loop",
         "owner",
         "rookery",
         "roundtrip_limit",
@@ -201,6 +202,8 @@ class Results:
         self._abandoned: dict[str, Inbox] = {}  # oldest abandonment first
         self._listeners: list[Callable[[], None] | None] = []
         self._sorting = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The flow's loop while it runs (set by the flow): where fetches' futures are made."""
 
     # -- switching on and off --------------------------------------------------------------
 
@@ -350,6 +353,15 @@ class Results:
         limit = self.roundtrip_limit
         return bool(limit) and (len(self.inboxes) >= limit or bool(self._admission))
 
+    def try_turn(self, trace_id: str) -> object | None:
+        """The roundtrip lock of ``trace_id``, if a roundtrip of it may start without waiting.
+
+        None: wait for admission (``admit``) and for the lock (``KeyedLocks.acquire``).
+        """
+        if trace_id not in self.inboxes and self.must_wait():
+            return None
+        return self.locks.try_acquire(trace_id)
+
     async def admit(self) -> None:
         """Wait, in line, while ``roundtrip_limit`` traces are subscribed.
 
@@ -393,40 +405,25 @@ class Results:
         if inbox.token is not None:
             self.locks.release(trace_id, inbox.token)
 
-    async def take(self, trace_id: str) -> Any:
-        """The next result of ``trace_id`` (``fetch(trace_id=...)``).
+    # A trace-scoped fetch is ``enter``, a wait on the inbox while it is empty (in
+    # ``PenguiFlow.fetch`` itself, so that a waiting caller holds one coroutine, not two), then
+    # ``leave`` with the result or ``left`` with the error.
 
-        Returns normally: the trace is unsubscribed (spec 7.11). Cancelled, as the last
-        fetch of the trace: the trace is abandoned (see the module's design note).
-
-        Raises:
-            TraceCancelled: the trace was cancelled while this waited.
-            RuntimeError: the flow stopped while this waited.
-        """
+    def enter(self, trace_id: str) -> Inbox:
+        """Start a fetch of ``trace_id``: its inbox (subscribed if needed), counted as fetched."""
         inbox = self.inboxes.get(trace_id)
         if inbox is None or inbox.expiry is not None:
             inbox = self.subscribe(trace_id)  # else subscribed already, by emit
         if not self.active:
             self.start()
         inbox.fetchers += 1
-        failures = inbox.failures
-        try:
-            # The inbox's wait, inlined: a waiting caller then holds one coroutine less.
-            while not inbox.size:
-                future = inbox.waiter(failures)
-                try:
-                    await future
-                except BaseException:
-                    inbox.withdraw(future)
-                    raise
-        except BaseException as error:
-            inbox.fetchers -= 1
-            if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
-                if isinstance(error, asyncio.CancelledError):
-                    self._abandon(trace_id, inbox)
-                else:
-                    self._unsubscribe(trace_id, inbox)
-            raise
+        return inbox
+
+    def leave(self, trace_id: str, inbox: Inbox) -> Any:
+        """End a fetch of ``trace_id`` that found a result in ``inbox``: take it.
+
+        The last fetch of the trace unsubscribes it (spec 7.11).
+        """
         item = inbox.take_nowait()
         inbox.fetchers -= 1
         if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
@@ -437,6 +434,20 @@ class Results:
                     self._sort()  # the inbox may have been full, holding results back
                     break
         return item
+
+    def left(self, trace_id: str, inbox: Inbox, error: BaseException) -> None:
+        """End a fetch of ``trace_id`` that raised ``error`` while it waited.
+
+        Cancelled, as the last fetch of the trace: the trace is abandoned (see the module's
+        design note); failed otherwise (the trace was cancelled, the flow stopped): it is
+        unsubscribed.
+        """
+        inbox.fetchers -= 1
+        if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
+            if isinstance(error, asyncio.CancelledError):
+                self._abandon(trace_id, inbox)
+            else:
+                self._unsubscribe(trace_id, inbox)
 
     async def take_any(self) -> Any:
         """The next result of a trace nobody subscribed (plain ``fetch()``)."""

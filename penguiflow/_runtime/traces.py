@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,6 +36,9 @@ __all__ = ["TraceEnd", "TraceFlags", "TraceRecord", "TraceRegistry"]
 
 #: How a trace ended, as reported by ``TraceRegistry.release``.
 TraceEnd = Literal["finished", "cancelled", "failed"]
+
+SPARE_RECORDS: Final = 1024
+"""Records of ended traces kept for reuse (about 100 bytes each): a floe's burst and more."""
 
 
 @dataclass(slots=True)
@@ -69,7 +72,16 @@ class TraceRegistry:
             insert an already-set ``asyncio.Event`` to mark a trace cancelled.
     """
 
-    __slots__ = ("_add_flag", "flag_of", "flags", "generation", "journaled", "maxsize", "records")
+    __slots__ = (
+        "_add_flag",
+        "_spare",
+        "flag_of",
+        "flags",
+        "generation",
+        "journaled",
+        "maxsize",
+        "records",
+    )
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
@@ -83,12 +95,15 @@ class TraceRegistry:
         # once, since the hot path asks for every item. None means not cancelled.
         self.flag_of: Callable[[str], asyncio.Event | None] = dict.get.__get__(self.flags)
         self._add_flag: Callable[[str, None], None] = dict.__setitem__.__get__(self.flags)
+        # Records of ended traces, reset, for the next traces to start (see ``_forget``).
+        self._spare: list[TraceRecord] = []
 
     def count(self, trace_id: str, items: int = 1) -> None:
         """Count ``items`` (>= 1) more pending items; the first count creates the record."""
         record = self.records.get(trace_id)
         if record is None:
-            record = self.records[trace_id] = TraceRecord()
+            spare = self._spare
+            record = self.records[trace_id] = spare.pop() if spare else TraceRecord()
             if trace_id not in self.flags:
                 self._add_flag(trace_id, None)  # an unread flag (see TraceFlags)
         record.pending += items
@@ -112,15 +127,33 @@ class TraceRegistry:
         return self._forget(trace_id, record)
 
     def _forget(self, trace_id: str, record: TraceRecord) -> TraceEnd | None:
+        """Drop the record of an ended trace and keep it, reset, for a trace to come.
+
+        Design note (reuse): a server starts traces in bursts of a floe's size, and a fresh
+        record for each is one more object for the garbage collector to count and walk while
+        the trace is in flight. Nothing holds a record past its trace's end (whoever holds one
+        holds a pending item of the trace, which keeps it alive), so a spare one can serve the
+        next trace; at most ``SPARE_RECORDS`` are kept, and ``clear`` drops them.
+        """
         del self.records[trace_id]
         flag = dict.pop(self.flags, trace_id, None)
         if record.streams or record.on_end or record.waiters:
             _drop_leftovers(record)
         if flag is not None and flag.is_set():
-            return "cancelled"
-        if self.journaled:
-            return "failed" if record.failed else "finished"
-        return None
+            end: TraceEnd | None = "cancelled"
+        elif self.journaled:
+            end = "failed" if record.failed else "finished"
+        else:
+            end = None
+        spare = self._spare
+        if len(spare) < SPARE_RECORDS:
+            # Every field back to its default (pending already is 0, and so is inflight: a
+            # running invocation holds a pending item). The lists were let go above.
+            record.pending = record.inflight = 0
+            record.cancel_announced = record.failed = False
+            record.wm_hops = record.waiters = record.streams = record.on_end = None
+            spare.append(record)
+        return end
 
     def pending(self, trace_id: str) -> int:
         """Return the pending count of ``trace_id`` (0 if unknown)."""
@@ -218,6 +251,7 @@ class TraceRegistry:
         for record in self.records.values():
             _drop_leftovers(record)
         self.records.clear()
+        self._spare.clear()
         self.flags.clear()
         self.generation += 1
 

@@ -122,3 +122,36 @@ async def test_traces_are_counted_independently() -> None:
     t2_starts = [ev.trace_pending for ev in rec.select("node_start", trace_id="t2")]
     assert t2_starts == [2, 2]  # x running + y queued; then y running + x at the Rookery
     assert rec.select("node_start", trace_id="t1")[0].trace_pending == 1
+
+
+def test_a_reused_record_starts_as_a_new_one() -> None:
+    """An ended trace's record serves a later trace with nothing of the first left in it."""
+    from penguiflow._runtime.traces import SPARE_RECORDS, TraceRecord, TraceRegistry
+
+    traces = TraceRegistry(maxsize=4)
+    traces.count("t1", 2)
+    first = traces.records["t1"]
+    first.inflight = 1
+    first.cancel_announced = first.failed = True
+    first.wm_hops = 3
+    dropped: list[str] = []
+    counters = {"s": 1}
+    traces.track_stream("t1", counters, "s")
+    traces.on_end("t1", lambda: dropped.append("t1"))
+    first.inflight = 0
+    traces.release("t1")
+    traces.release("t1")
+    assert (dropped, counters) == (["t1"], {})  # the first trace's leftovers went at its end
+    traces.count("t2")
+    second = traces.records["t2"]
+    assert second is first  # reused, and reset
+    assert second == TraceRecord(pending=1)
+    assert traces.pending("t1") == 0 and "t1" not in traces.flags
+    # Bounded, and a stop drops the spares.
+    for index in range(SPARE_RECORDS + 10):
+        traces.count(f"many-{index}")
+    for index in range(SPARE_RECORDS + 10):
+        traces.release(f"many-{index}")
+    assert len(traces._spare) == SPARE_RECORDS
+    traces.clear()
+    assert traces._spare == []

@@ -465,3 +465,31 @@ async def test_trace_scoped_fetch_claims_a_result_already_in_the_shared_queue() 
         out = await fetch(flow, trace_id="L")
         assert out.payload == "late"
         assert flow._results.shared.qsize() == 0
+
+
+async def test_roundtrip_emit_cancelled_while_waiting_for_room_sends_nothing() -> None:
+    """``emit(trace_id=T)`` waiting at a full ingress floe, then cancelled: its message never
+    enters, T's lock and inbox are let go (T can be sent again), and the line stays clean."""
+    gate = Gate()
+
+    async def hold(msg: Any, ctx: Any) -> Any:
+        if msg.payload == "m0":
+            await gate.pass_()
+        return msg.payload
+
+    flow = PenguiFlow(node(hold, "a").to(), queue_maxsize=1)
+    async with running(flow):
+        await flow.emit(make_msg("m0"), trace_id="t0")
+        await gate.wait_entered()
+        await flow.emit(make_msg("m1"), trace_id="t1")  # fills the floe
+        blocked = await start(flow.emit(make_msg("lost"), trace_id="t2"))
+        assert not blocked.done()
+        blocked.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await blocked
+        assert "t2" not in flow._results.inboxes and len(flow._results.locks) == 2
+        again = await start(flow.emit(make_msg("m2"), trace_id="t2"))
+        gate.open()
+        await within(again)
+        got = [await fetch(flow, trace_id=t) for t in ("t0", "t1", "t2")]
+    assert got == ["m0", "m1", "m2"]

@@ -50,8 +50,9 @@ class FullDisk(SQLiteStore):
 
 
 class FullMemory(MemoryStore):
-    """The same failure on a ``MemoryStore``: for the flow test, whose healthy commits must
-    not wait on aiosqlite's thread (looptime would jump the 5 s flush bound meanwhile)."""
+    """The same failure on a ``MemoryStore``: for the tests whose healthy commits must not
+    wait on aiosqlite's thread (while the loop waits for a thread, looptime jumps virtual
+    time to the next timer: a 10 s close bound, or the 2 s a commit may go unanswered)."""
 
     full = False
 
@@ -89,7 +90,7 @@ def records(caplog: pytest.LogCaptureFixture, name: str) -> list[Any]:
 
 @pytest.mark.looptime
 async def test_status_goes_degraded_then_failing_then_ok(tmp_path: Path) -> None:
-    store = FullDisk(tmp_path / "s.db")
+    store = FullMemory()
     await store.start()
     loop = asyncio.get_running_loop()
     try:
@@ -194,7 +195,7 @@ async def test_stop_and_close_are_bounded_and_count_the_lost_writes(
 
 @pytest.mark.looptime
 async def test_a_bounded_flush_keeps_the_writes_for_a_recovery(tmp_path: Path) -> None:
-    store = FullDisk(tmp_path / "s.db")
+    store = FullMemory()
     await store.start()
     try:
         store.full = True
@@ -235,7 +236,7 @@ async def test_a_read_waits_for_failing_commits_only_until_the_store_is_failing(
 ) -> None:
     """Read-your-writes is bounded: a read gives up after failing_after_s, and at once while
     the store is failing, instead of hanging as long as commits fail (flow.recover() too)."""
-    store = FullDisk(tmp_path / "s.db")
+    store = FullMemory()
     await store.start()
     loop = asyncio.get_running_loop()
     try:

@@ -1,0 +1,104 @@
+"""The server-side steps that must be atomic, as Lua, and how to call them.
+
+Design note (the commit): a node's outputs are published and its input acknowledged in one
+script, after checking that this consumer still owns the input (a consumer that lost it to a
+take-over must not publish: the new owner will), that the trace is not cancelled, and that
+every output stream has room. A crash before the commit re-runs the node; after it there is
+nothing to redo. A retry after a lost reply finds the entry gone and is fenced: safe.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "COMMIT",
+    "COMMIT_CANCELLED",
+    "COMMIT_FENCED",
+    "COMMIT_FULL",
+    "DEAD_LETTER",
+    "EMIT",
+    "EMIT_DUPLICATE",
+    "EMIT_FULL",
+    "HEARTBEAT",
+]
+
+EMIT_FULL: Final = 0
+EMIT_DUPLICATE: Final = -1
+
+# KEYS: the dedup marker, then one stream per target.  ARGV: maxsize, marker ttl (s), body.
+# All targets or none: a full one refuses the whole emit, and the caller waits (backpressure).
+EMIT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local max = tonumber(ARGV[1])
+if max > 0 then
+  for i = 2, #KEYS do
+    if redis.call('XLEN', KEYS[i]) >= max then return 0 end
+  end
+end
+for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', 'e', ARGV[3]) end
+redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[2]))
+return #KEYS - 1
+"""
+
+COMMIT_FENCED: Final = -1
+COMMIT_CANCELLED: Final = -2
+COMMIT_FULL: Final = -3
+
+# KEYS: input stream, cancel marker, outputs...  ARGV: group, consumer, entry id, then
+# (maxsize, body) per output.  Returns {count, 0}, or {-1, 0} fenced, {-2, 0} cancelled (the
+# input is acknowledged, nothing published), {-3, k} output k (1-based) has no room.
+COMMIT: Final = """
+local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #owner == 0 or owner[1][2] ~= ARGV[2] then return {-1, 0} end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('XDEL', KEYS[1], ARGV[3])
+  return {-2, 0}
+end
+local adding = {}
+for i = 3, #KEYS do
+  local max = tonumber(ARGV[2 + (i - 2) * 2])
+  local key = KEYS[i]
+  adding[key] = (adding[key] or 0) + 1
+  if max > 0 and redis.call('XLEN', key) + adding[key] > max then return {-3, i - 2} end
+end
+for i = 3, #KEYS do redis.call('XADD', KEYS[i], '*', 'e', ARGV[3 + (i - 2) * 2]) end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return {#KEYS - 2, 0}
+"""
+
+# KEYS: a stream.  ARGV: group, consumer, ids...  Resets the idle time of the ids this consumer
+# still owns (XCLAIM JUSTID: the delivery count stays), and returns them; an id taken over by
+# another consumer is left alone (fenced), so a heartbeat never steals work back.
+HEARTBEAT: Final = """
+local kept = {}
+for i = 3, #ARGV do
+  local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #owner > 0 and owner[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    kept[#kept + 1] = ARGV[i]
+  end
+end
+return kept
+"""
+
+# KEYS: the stream, the node's dead-letter stream.  ARGV: group, consumer, entry id, reason.
+# Moves an entry this consumer owns to the
+# dead-letter stream with where it came from, why and how often it was delivered; acks it.
+DEAD_LETTER: Final = """
+local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #owner == 0 or owner[1][2] ~= ARGV[2] then return 0 end
+local entry = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+local body = ''
+if #entry > 0 then
+  local fields = entry[1][2]
+  for i = 1, #fields, 2 do if fields[i] == 'e' then body = fields[i + 1] end end
+end
+redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'id', ARGV[3], 'node', ARGV[1],
+  'reason', ARGV[4], 'deliveries', owner[1][4], 'e', body)
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return 1
+"""

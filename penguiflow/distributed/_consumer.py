@@ -77,21 +77,6 @@ class CancelBook:
             self.traces.flags.pop(trace_id, None)
 
 
-class _Lease:
-    """A slot lent to one entry; given back once, early when its commit must wait long."""
-
-    __slots__ = ("consumer", "slot")
-
-    def __init__(self, consumer: NodeConsumer, slot: Slot) -> None:
-        self.consumer: NodeConsumer | None = consumer
-        self.slot = slot
-
-    def release(self) -> None:
-        consumer, self.consumer = self.consumer, None
-        if consumer is not None:
-            consumer.give_back(self.slot)
-
-
 class NodeConsumer:
     """Serves one node from its inbound streams with ``concurrency`` slots."""
 
@@ -118,7 +103,8 @@ class NodeConsumer:
         self.backend, self.client, self.scripts = backend, client, scripts
         self.committer, self.types, self.book = committer, types, book
         self.consumer = consumer
-        maxsizes = (topology.maxsize, backend.result_bound(topology))
+        # Result streams are bounded at the caller's emit, never by a worker (see caller).
+        maxsizes = (topology.maxsize, 0)
         self.slots = [
             Slot(
                 node,
@@ -266,7 +252,7 @@ class NodeConsumer:
 
     def _start(self, slot: Slot, entry: Entry, envelope: Envelope, item: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(
-            self._job(_Lease(self, slot), entry, envelope, item), name=f"penguiflow:{self.group}"
+            self._job(slot, entry, envelope, item), name=f"penguiflow:{self.group}"
         )
         self.jobs.add(task)
         task.add_done_callback(self.jobs.discard)
@@ -280,12 +266,12 @@ class NodeConsumer:
         self.free.append(slot)
         self.freed.set()
 
-    async def _job(self, lease: _Lease, entry: Entry, envelope: Envelope, item: Any) -> None:
+    async def _job(self, slot: Slot, entry: Entry, envelope: Envelope, item: Any) -> None:
         key = (entry.stream, entry.id)
         trace_id = envelope.trace_id
         try:
-            await lease.slot.run(item, trace_id, envelope.reply_to)
-            await self._commit(lease, entry, trace_id)
+            await slot.run(item, trace_id, envelope.reply_to)
+            await self._commit(slot, entry, trace_id)
         except Exception as exc:
             # A fault outside the node (the node's own failures became FlowErrors): the entry
             # stays pending and is taken over after min_idle, counted as a delivery.
@@ -302,19 +288,18 @@ class NodeConsumer:
         else:
             self.held.pop(key, None)
         finally:
-            lease.release()
+            self.give_back(slot)
             if trace_id is not None and self.book.traces.is_cancelled(trace_id):
                 self.book.forget(trace_id)
 
-    async def _commit(self, lease: _Lease, entry: Entry, trace_id: str | None) -> int:
+    async def _commit(self, slot: Slot, entry: Entry, trace_id: str | None) -> int:
         """Publish the slot's outputs and acknowledge ``entry`` (see ``_scripts.COMMIT``).
 
-        Waits while an output stream is full (backpressure), holding the slot for an edge
-        and giving it back for a caller's result stream, so that a caller that does not
-        read stops only its own traces.
+        Waits while an output edge is full, holding the slot (backpressure: this node reads
+        no more until its successor has room).
         """
         keys = self.backend.keys
-        outputs = lease.slot.outbox.outputs
+        outputs = slot.outbox.outputs
         marker = keys.cancelled(trace_id) if trace_id is not None else keys.cancelled("")
         names = [entry.stream, marker, *(stream for stream, _max, _body in outputs)]
         args: list[str | int] = [self.group, self.consumer, entry.id]
@@ -323,7 +308,7 @@ class NodeConsumer:
         attempt = 0
         while True:
             try:
-                code, index = await self.committer.commit(names, args)
+                code, _index = await self.committer.commit(names, args)
             except self.errors as exc:
                 attempt += 1
                 _warn("distributed_commit_retry", self, exc)
@@ -331,8 +316,6 @@ class NodeConsumer:
                 continue
             if code != COMMIT_FULL:
                 return code
-            if not outputs[index - 1][0].startswith(keys.prefix + "e:"):
-                lease.release()
             attempt += 1
             await asyncio.sleep(min(_FULL_BACKOFF_S[0] * 2**attempt, _FULL_BACKOFF_S[1]))
 

@@ -26,19 +26,23 @@ __all__ = [
 EMIT_FULL: Final = 0
 EMIT_DUPLICATE: Final = -1
 
-# KEYS: the dedup marker, then one stream per target.  ARGV: maxsize, marker ttl (s), body.
-# All targets or none: a full one refuses the whole emit, and the caller waits (backpressure).
+# KEYS: the dedup marker, the caller's result stream, then one stream per target.
+# ARGV: maxsize, marker ttl (s), body, the result stream's bound.  All targets or none: a full
+# target refuses the whole emit, and so does the caller's own result stream while it holds as
+# many unread results as its bound (a caller that stops reading stops only itself).
 EMIT: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local results = tonumber(ARGV[4])
+if results > 0 and redis.call('XLEN', KEYS[2]) >= results then return 0 end
 local max = tonumber(ARGV[1])
 if max > 0 then
-  for i = 2, #KEYS do
+  for i = 3, #KEYS do
     if redis.call('XLEN', KEYS[i]) >= max then return 0 end
   end
 end
-for i = 2, #KEYS do redis.call('XADD', KEYS[i], '*', 'e', ARGV[3]) end
+for i = 3, #KEYS do redis.call('XADD', KEYS[i], '*', 'e', ARGV[3]) end
 redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[2]))
-return #KEYS - 1
+return #KEYS - 2
 """
 
 COMMIT_FENCED: Final = -1

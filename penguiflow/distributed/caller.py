@@ -1,7 +1,10 @@
 """``RemoteFlow``: a caller of a flow served by worker processes, with the in-process API.
 
-Each caller has its own result stream (named by its ``client_id``), bounded like a floe: a
-caller that stops reading stops only its own traces. A result is acknowledged and deleted
+Each caller has its own result stream (named by its ``client_id``). Its bound is applied at
+emit: while the caller holds that many unread results, its emits wait, so a caller that stops
+reading stops only its own traces. Workers never wait on a result stream (that would hold a
+slot, and so every other caller's traces, for one that does not read); it can exceed its
+bound by the results of the caller's traces already in flight. A result is acknowledged and deleted
 once handed out, so a caller restarted with the same ``client_id`` gets what it had not
 fetched yet. Streamed chunks are delivered once per ``(stream_id, seq)``: a node run again
 after a crash streams from 0 again, and the chunks already seen are dropped.
@@ -68,6 +71,8 @@ class RemoteFlow:
         self.client_id = client_id or uuid.uuid4().hex
         self.results = backend.keys.results(self.client_id)
         """This caller's result stream."""
+        self.bound = backend.result_bound(self.topology)
+        """Emit waits while this many results are unread."""
         self._client: Any = None
         self._scripts: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -156,8 +161,8 @@ class RemoteFlow:
         size = len(body.encode())
         if size > self.backend.max_envelope_bytes:
             raise EnvelopeTooLarge(size, self.backend.max_envelope_bytes, "emit")
-        keys = [self.backend.keys.emitted(envelope_id), *streams]
-        args = [self.topology.maxsize, self.backend.cancel_ttl_s, body]
+        keys = [self.backend.keys.emitted(envelope_id), self.results, *streams]
+        args = [self.topology.maxsize, self.backend.cancel_ttl_s, body, self.bound]
         await self._send(keys, args)
 
     async def _send(self, keys: list[str], args: list[Any]) -> None:

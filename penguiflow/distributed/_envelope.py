@@ -55,12 +55,29 @@ def _qualname(model: type) -> str:
 
 
 class TypeTable:
-    """The payload models a flow may send, by qualified name."""
+    """The payload models a flow may send, by name.
 
-    __slots__ = ("_by_name",)
+    A model travels under its ``__qualname__`` when no other model of the table shares it,
+    else under its module-qualified name: two processes may import the same module under
+    different names (a script run as ``__main__``, a test package), and the short name
+    still matches.
+    """
+
+    __slots__ = ("_by_name", "_names")
 
     def __init__(self, models: Iterable[type[BaseModel]]) -> None:
-        self._by_name = {_qualname(model): model for model in (*_BUILTIN, *models)}
+        unique = dict.fromkeys((*_BUILTIN, *models))
+        short: dict[str, list[type[BaseModel]]] = {}
+        for model in unique:
+            short.setdefault(model.__qualname__, []).append(model)
+        self._names: dict[type[BaseModel], str] = {}
+        self._by_name: dict[str, type[BaseModel]] = {}
+        for name, same in short.items():
+            for model in same:
+                travels = name if len(same) == 1 else _qualname(model)
+                self._names[model] = travels
+                self._by_name[travels] = model
+                self._by_name[_qualname(model)] = model
 
     def name_of(self, value: object, where: str) -> str | None:
         """The name ``value``'s model travels under; None for plain JSON values.
@@ -70,9 +87,9 @@ class TypeTable:
         """
         if not isinstance(value, BaseModel):
             return None
-        name = _qualname(type(value))
-        if name not in self._by_name:
-            raise EnvelopeError(_unknown(name), where)
+        name = self._names.get(type(value))
+        if name is None:
+            raise EnvelopeError(_unknown(_qualname(type(value))), where)
         return name
 
     def resolve(self, name: str, where: str) -> type[BaseModel]:

@@ -57,13 +57,14 @@ async def _marked(msg: Message, ctx: object) -> Message:
     """Writes a file when called and when cancelled, so that the test sees both from outside."""
     item: Item = msg.payload
     marks = Path(os.environ["PF_MARKS"])
-    (marks / f"start-{item.n}").write_text("")
+    pid = os.getpid()
+    (marks / f"start-{item.n}-{pid}").write_text("")
     try:
         await asyncio.sleep(item.sleep_s)
     except asyncio.CancelledError:
-        (marks / f"cancelled-{item.n}").write_text("")
+        (marks / f"cancelled-{item.n}-{pid}").write_text("")
         raise
-    (marks / f"done-{item.n}").write_text("")
+    (marks / f"done-{item.n}-{pid}").write_text("")
     return msg
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -90,6 +91,8 @@ def _backend(args: argparse.Namespace) -> RedisBackend:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
+    # A worker's warnings (Redis away, dead letters) must be seen: log them to stderr.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     flow, registry = load_target(args.target)
     backend = _backend(args)
     nodes = args.nodes.split(",") if args.nodes else None

@@ -9,6 +9,7 @@ the next. A script the server forgot (it restarted) is loaded again and its comm
 from __future__ import annotations
 
 import asyncio
+import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 from ._scripts import COMMIT
@@ -26,10 +27,11 @@ _Pending = tuple[list[str], list[str | int], "asyncio.Future[list[int]]"]
 class Committer:
     """Sends ``COMMIT`` scripts in pipelines; owned by the worker that runs ``run``."""
 
-    __slots__ = ("client", "queue", "sha", "wake")
+    __slots__ = ("client", "no_script", "queue", "sha", "wake")
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self.no_script: type[Exception] = importlib.import_module("redis.exceptions").NoScriptError
         self.queue: list[_Pending] = []
         self.wake = asyncio.Event()
         self.sha: str | None = None
@@ -60,7 +62,7 @@ class Committer:
             if self.sha is None:
                 self.sha = await self.client.script_load(COMMIT)
             answers = await self._pipeline(batch)
-            if any(_no_script(answer) for answer in answers):
+            if any(isinstance(answer, self.no_script) for answer in answers):
                 self.sha = await self.client.script_load(COMMIT)
                 answers = await self._pipeline(batch)
         except Exception as exc:
@@ -82,7 +84,3 @@ class Committer:
                 pipe.evalsha(self.sha, len(keys), *keys, *args)
             answers: list[Any] = await pipe.execute(raise_on_error=False)
         return answers
-
-
-def _no_script(answer: object) -> bool:
-    return isinstance(answer, Exception) and "NOSCRIPT" in str(answer)

@@ -274,7 +274,9 @@ class NodeConsumer:
             await self._commit(slot, entry, trace_id)
         except Exception as exc:
             # A fault outside the node (the node's own failures became FlowErrors): the entry
-            # stays pending and is taken over after min_idle, counted as a delivery.
+            # stays pending, no longer heartbeated, and is taken over after min_idle (by any
+            # worker, this one included), counted as a delivery.
+            self.held.pop(key, None)
             logger.exception(
                 "distributed_entry_failed",
                 extra={
@@ -317,7 +319,7 @@ class NodeConsumer:
             if code != COMMIT_FULL:
                 return code
             attempt += 1
-            await asyncio.sleep(min(_FULL_BACKOFF_S[0] * 2**attempt, _FULL_BACKOFF_S[1]))
+            await asyncio.sleep(min(_FULL_BACKOFF_S[0] * 2 ** min(attempt, 10), _FULL_BACKOFF_S[1]))
 
     async def _send_chunk(self, stream: str, body: str) -> None:
         await self.client.xadd(stream, {"e": body})

@@ -80,6 +80,8 @@ class RemoteFlow:
         self._inboxes: dict[str, deque[_Held]] = {}
         self._cancelled: dict[str, float] = {}
         self._seen: dict[tuple[str | None, str], int] = {}
+        self._held_ids: set[str] = set()
+        """Ids of the results read and not yet acknowledged."""
         self._arrived = asyncio.Event()
 
     async def __aenter__(self) -> RemoteFlow:
@@ -178,7 +180,7 @@ class RemoteFlow:
             if sent != EMIT_FULL:
                 return  # sent now, or by an earlier try whose reply was lost
             full += 1
-            await asyncio.sleep(min(_FULL_BACKOFF_S[0] * 2**full, _FULL_BACKOFF_S[1]))
+            await asyncio.sleep(min(_FULL_BACKOFF_S[0] * 2 ** min(full, 10), _FULL_BACKOFF_S[1]))
 
     def _ingress(self, to: Any) -> list[str]:
         ingress = self.topology.ingress
@@ -231,10 +233,20 @@ class RemoteFlow:
         return item
 
     async def _ack(self, entry_ids: list[str]) -> None:
-        async with self._connected().pipeline(transaction=False) as pipe:
-            pipe.xack(self.results, _GROUP, *entry_ids)
-            pipe.xdel(self.results, *entry_ids)
-            await pipe.execute()
+        """Acknowledge and delete results; retried while Redis is away (it is idempotent)."""
+        errors = self.backend.connection_errors()
+        failures = 0
+        while True:
+            try:
+                async with self._connected().pipeline(transaction=False) as pipe:
+                    pipe.xack(self.results, _GROUP, *entry_ids)
+                    pipe.xdel(self.results, *entry_ids)
+                    await pipe.execute()
+                self._held_ids.difference_update(entry_ids)
+                return
+            except errors:
+                failures += 1
+                await sleep_backoff(failures)
 
     # -- cancel ---------------------------------------------------------------------------------
 
@@ -284,12 +296,16 @@ class RemoteFlow:
                 )
                 failures = 0
             except errors:
+                # A reply lost on the way may have delivered entries: read the pending ones
+                # again (those already here are recognised by their ids).
+                start = "0"
                 failures += 1
                 await sleep_backoff(failures)
                 continue
             except Exception as exc:
                 if "NOGROUP" not in str(exc):
                     raise
+                start = "0"
                 failures += 1
                 continue
             entries = [entry for _stream, items in reply or () for entry in items]
@@ -300,6 +316,8 @@ class RemoteFlow:
     async def _dispatch(self, entries: list[tuple[str, dict[str, str]]]) -> None:
         drop: list[str] = []
         for entry_id, fields in entries:
+            if entry_id in self._held_ids:
+                continue
             where = f"result stream {self.results} entry {entry_id}"
             try:
                 envelope, item = decode((fields or {}).get("e", ""), self.types, where)
@@ -316,6 +334,7 @@ class RemoteFlow:
                 continue
             inbox = self._inboxes.get(trace_id) if trace_id is not None else None
             (self._shared if inbox is None else inbox).append((entry_id, trace_id, item))
+            self._held_ids.add(entry_id)
         if drop:
             await self._ack(drop)
         if entries:

@@ -205,7 +205,7 @@ async def test_cancel_reaches_a_call_in_another_process_within_100ms(
         await until(lambda: _marked(marks, "cancelled-1-"), timeout=1)
         elapsed = time.monotonic() - started
         await remote.emit(msg(Item(n=2)), trace_id="next")
-        after = await remote.fetch()
+        after = await remote.fetch(trace_id="next")
         client = await backend.connect()
         left = await client.xlen(remote.results)
     assert elapsed < 0.1, f"the call saw its cancellation after {elapsed * 1000:.0f} ms"

@@ -66,7 +66,7 @@ async def _collect(remote: RemoteFlow, count: int) -> list[int]:
 
 async def _no_more_results(remote: RemoteFlow) -> list[Any]:
     """Everything fetched before a last sentinel trace comes back: duplicates, if any."""
-    await remote.emit(msg(Item(n=-1)), trace_id="sentinel")
+    await remote.emit(msg(Item(n=-1), trace_id="sentinel"))
     extra = []
     while (item := await remote.fetch()).trace_id != "sentinel":
         extra.append(item)
@@ -95,14 +95,14 @@ async def test_two_worker_processes_serve_one_flow_for_a_third(
 async def test_killing_workers_mid_run_loses_and_duplicates_nothing(
     redis_server: RedisServer, pool: Pool
 ) -> None:
-    """Six times, a worker is killed with SIGKILL while it holds calls in flight and a fresh
+    """Twelve times, a worker is killed with SIGKILL while it holds calls in flight and a fresh
     one starts; every trace still ends exactly once."""
     options = ("--min-idle", "0.5", "--concurrency", "4", "--max-deliveries", "50")
     for _ in range(3):
         await pool.start(CHAIN, redis_server.url, *options)
     flow, registry = chain()
     backend = RedisBackend(redis_server.url)
-    total, kills = 80, 6
+    total, kills = 120, 12
     rng = random.Random(7)
     async with RemoteFlow(flow, backend, registry=registry) as remote:
         emitter = asyncio.create_task(_emit_items(remote, total, sleep_s=0.05))
@@ -113,8 +113,8 @@ async def test_killing_workers_mid_run_loses_and_duplicates_nothing(
             victim.kill()
             await pool.start(CHAIN, redis_server.url, *options)
             assert len(got) == 8 * (round_ + 1)
-        await emitter
         got += await _collect(remote, total - len(got))
+        await emitter
         extra = await _no_more_results(remote)
     assert sorted(got) == [i + 1001 for i in range(total)]
     assert extra == []

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..registry import ModelRegistry
 
 if TYPE_CHECKING:
     import argparse
+    from types import ModuleType
+
+    from pydantic import BaseModel
 
     from .._runtime.flow import PenguiFlow
     from ..distributed import RedisBackend
@@ -35,6 +40,7 @@ def add_commands(commands: Any) -> None:
     worker.add_argument("--concurrency", type=int, help="entries per node at once")
     worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish on stop")
     worker.add_argument("--consumer", help="consumer name (default: host:pid:random)")
+    worker.add_argument("--log-level", default="warning", help="logged to stderr from this level")
     worker.set_defaults(run=_run_worker)
 
     dlq = commands.add_parser("dlq", help="list, show or re-drive a node's dead letters")
@@ -54,29 +60,50 @@ def _backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-envelope-bytes", type=int, default=1 << 20)
 
 
-def load_target(target: str) -> tuple[PenguiFlow, ModelRegistry | None]:
-    """Import ``MODULE:ATTR``: a flow, or a factory of a flow or of a (flow, registry) pair.
+def load_target(target: str) -> tuple[PenguiFlow, ModelRegistry | None, list[type[BaseModel]]]:
+    """Import ``MODULE:ATTR`` (or ``PATH.py:ATTR``): a flow, or a zero-argument factory.
+
+    The factory returns a flow, or ``(flow, registry)``, or ``(flow, registry, types)`` with
+    ``types`` the payload models to accept besides the registry's (``RedisBackend(types=)``).
 
     Raises:
         ValueError: ``target`` is not ``MODULE:ATTR`` or does not give a flow.
     """
     from .._runtime.flow import PenguiFlow
 
-    module_name, _, attr = target.partition(":")
+    module_name, _, attr = target.rpartition(":")
     if not module_name or not attr:
-        raise ValueError(f"expected MODULE:ATTR, got {target!r}")
-    found: Any = getattr(importlib.import_module(module_name), attr)
+        raise ValueError(f"expected MODULE:ATTR or PATH.py:ATTR, got {target!r}")
+    found: Any = getattr(_import(module_name), attr)
     if callable(found) and not isinstance(found, PenguiFlow):
         found = found()
-    flow, registry = found if isinstance(found, tuple) else (found, None)
+    flow, registry, types = (*found, [], [])[:3] if isinstance(found, tuple) else (found, None, [])
     if not isinstance(flow, PenguiFlow) or not (
         registry is None or isinstance(registry, ModelRegistry)
     ):
-        raise ValueError(f"{target} gives {type(found).__name__}, not a flow (or flow, registry)")
-    return flow, registry
+        raise ValueError(
+            f"{target} gives {type(found).__name__}, not a flow, (flow, registry) or "
+            "(flow, registry, types)"
+        )
+    return flow, registry, list(types)
 
 
-def _backend(args: argparse.Namespace) -> RedisBackend:
+def _import(name: str) -> ModuleType:
+    """Import a module by name, or a ``.py`` file by path (under a private module name)."""
+    if not name.endswith(".py"):
+        return importlib.import_module(name)
+    path = Path(name).resolve()
+    module_name = f"_penguiflow_target_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {name}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # pydantic resolves the module's annotations by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def _backend(args: argparse.Namespace, types: list[type[BaseModel]]) -> RedisBackend:
     from ..distributed import RedisBackend
 
     if not args.redis:
@@ -84,6 +111,7 @@ def _backend(args: argparse.Namespace) -> RedisBackend:
     return RedisBackend(
         args.redis,
         flow_id=args.flow_id,
+        types=types,
         min_idle_s=args.min_idle,
         max_deliveries=args.max_deliveries,
         max_envelope_bytes=args.max_envelope_bytes,
@@ -92,9 +120,11 @@ def _backend(args: argparse.Namespace) -> RedisBackend:
 
 def _run_worker(args: argparse.Namespace) -> int:
     # A worker's warnings (Redis away, dead letters) must be seen: log them to stderr.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    flow, registry = load_target(args.target)
-    backend = _backend(args)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+    )
+    flow, registry, types = load_target(args.target)
+    backend = _backend(args, types)
     nodes = args.nodes.split(",") if args.nodes else None
     return asyncio.run(_serve(flow, registry, backend, nodes, args))
 
@@ -141,8 +171,8 @@ async def _serve(
 
 
 def _run_dlq(args: argparse.Namespace) -> int:
-    _flow, _registry = load_target(args.target)
-    backend = _backend(args)
+    _flow, _registry, types = load_target(args.target)
+    backend = _backend(args, types)
     return asyncio.run(_dlq(backend, args.action, args.node, list(args.ids)))
 
 

@@ -76,6 +76,8 @@ class RemoteFlow:
         self._client: Any = None
         self._scripts: Any = None
         self._reader: asyncio.Task[None] | None = None
+        self._reading: Any = None
+        self._stopping = False
         self._shared: deque[_Held] = deque()
         self._inboxes: dict[str, deque[_Held]] = {}
         self._cancelled: dict[str, float] = {}
@@ -111,20 +113,41 @@ class RemoteFlow:
             raise
         self._client = client
         self._scripts = self.backend.scripts(client)
+        # Blocking reads get a client of their own, so that no other command waits behind
+        # them, and so that stop() can end a read by closing it.
+        self._reading = self.backend.open()
+        self._stopping = False
         self._reader = asyncio.get_running_loop().create_task(
-            self._read(), name="penguiflow:results"
+            self._read(self._reading), name="penguiflow:results"
         )
 
     async def stop(self) -> None:
-        """Stop reading and disconnect; results not fetched stay in the stream."""
+        """Stop reading and disconnect; results not fetched stay in the stream.
+
+        Design note: a blocking read is ended by closing its connection rather than by
+        cancelling it: a cancellation that lands in redis-py's read can be swallowed there
+        (under Python 3.11's timeouts), leaving the reader waiting out its read for good.
+        """
         reader, self._reader = self._reader, None
+        reading, self._reading = self._reading, None
+        self._stopping = True
+        if reading is not None:
+            await reading.aclose()
         if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            try:
+                async with asyncio.timeout(self.backend.block_ms / 1000 + 1):
+                    await asyncio.wait({reader})
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+    def stopping(self) -> bool:
+        """Whether ``stop`` has begun."""
+        return self._stopping
 
     def _connected(self) -> Any:
         if self._client is None:
@@ -281,13 +304,12 @@ class RemoteFlow:
                 raise
         await client.expire(self.results, self.backend.results_ttl_s)
 
-    async def _read(self) -> None:
+    async def _read(self, client: Any) -> None:
         """Move results from the stream into the local queues until stopped."""
         errors = self.backend.connection_errors()
-        client = self._connected()
         start = "0"  # first what an earlier run of this caller left unfetched
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 if failures:
                     await self._create_group(client)
@@ -296,6 +318,8 @@ class RemoteFlow:
                 )
                 failures = 0
             except errors:
+                if self.stopping():
+                    return
                 # A reply lost on the way may have delivered entries: read the pending ones
                 # again (those already here are recognised by their ids).
                 start = "0"

@@ -84,3 +84,13 @@ async def test_dlq_commands_show_and_redrive(
     assert await backend.dead_letters("first") == []
     assert [fields for _id, fields in await client.xrange(stream)] == [{"e": "{}"}]
     await backend.close()
+
+
+async def test_the_core_imports_neither_the_backend_nor_redis() -> None:
+    code = (
+        "import sys, penguiflow, penguiflow.core\n"
+        "loaded = [m for m in sys.modules if m.startswith(('redis', 'penguiflow.distributed'))]\n"
+        "assert not loaded, loaded\n"
+    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=child_env())
+    assert await process.wait() == 0

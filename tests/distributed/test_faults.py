@@ -264,3 +264,40 @@ async def test_redis_restarted_under_load(redis_server: RedisServer, pool: Pool,
     recreated = [line for line in worker.lines if "group_recreated" in line]
     assert len(recreated) <= 4
     await backend.close()
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_hands_back_what_does_not_finish_in_the_grace_period(
+    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker A gets SIGTERM during a 2 s call with a 0.2 s grace: it cancels the call, hands
+    the entry back and exits 0; worker B takes it over at its next janitor round (1 s), long
+    before the 4 s min_idle that a crash would need."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("PF_MARKS", str(marks))
+    options = ("--min-idle", "4", "--grace", "0.2")
+    first = await pool.start(MARKED, redis_server.url, *options)
+    flow, registry = marked()
+    backend = RedisBackend(redis_server.url)
+    async with RemoteFlow(flow, backend, registry=registry) as remote:
+        await remote.emit(msg(Item(n=3, sleep_s=2.0)), trace_id="handed")
+        await until(lambda: _marked(marks, "start-3-"))
+        await pool.start(MARKED, redis_server.url, *options)
+        assert first.process is not None
+        first.process.terminate()
+        async with asyncio.timeout(3):
+            status = await first.process.wait()
+        exited = time.monotonic()
+        await until(lambda: _count_marks(marks, "start-3-", 2), timeout=2.5)
+        taken_over_after = time.monotonic() - exited
+        answer = await remote.fetch(trace_id="handed")
+    assert status == 0
+    assert taken_over_after < 2.5
+    assert answer.payload.n == 3
+    assert len(list(marks.glob("cancelled-3-*"))) == 1
+    await backend.close()
+
+
+async def _count_marks(marks: Path, prefix: str, wanted: int) -> bool:
+    return len(list(marks.glob(prefix + "*"))) >= wanted

@@ -226,13 +226,21 @@ class NodeConsumer:
         return entry, envelope, item
 
     async def _check_cancelled(self, traces: list[str | None]) -> None:
+        """Mark the traces of a batch whose cancel marker exists.
+
+        One ``EXISTS`` over all the markers answers the common case (none) in one command;
+        only a batch with a cancelled trace asks trace by trace.
+        """
         wanted = sorted({trace for trace in traces if trace is not None})
         if not wanted:
             return
         keys = self.backend.keys
+        markers = [keys.cancelled(trace) for trace in wanted]
+        if not await self.client.exists(*markers):
+            return
         async with self.client.pipeline(transaction=False) as pipe:
-            for trace in wanted:
-                pipe.exists(keys.cancelled(trace))
+            for marker in markers:
+                pipe.exists(marker)
             found = await pipe.execute()
         for trace, exists in zip(wanted, found, strict=True):
             if exists:

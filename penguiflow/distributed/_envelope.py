@@ -8,7 +8,7 @@ anywhere else is refused: decoding never imports or runs anything the entry name
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,8 +27,8 @@ _BUILTIN: tuple[type[BaseModel], ...] = (WM, FinalAnswer, StreamChunk, PlanStep,
 
 
 def new_id() -> str:
-    """A fresh envelope id."""
-    return uuid.uuid4().hex
+    """A fresh envelope id (96 random bits)."""
+    return secrets.token_hex(12)
 
 
 class Envelope(BaseModel):

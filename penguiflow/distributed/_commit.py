@@ -1,9 +1,9 @@
-"""Commits of one worker process, batched: every commit queued meanwhile goes in one pipeline.
+"""Commits of one worker process, batched: every commit queued meanwhile goes in one script.
 
 Design note: one commit per round trip caps a worker at about 2k messages a second; the
-scripts are independent, so the ones that wait while a pipeline is in flight go together in
-the next. A script the server forgot (it restarted) is loaded again and its commits re-sent:
-``NOSCRIPT`` means it did not run.
+commits that wait while a batch is in flight go together in the next, as one ``COMMIT_MANY``
+call (one round trip, one command to build and parse). A script the server forgot (it
+restarted) is loaded again and the batch re-sent: ``NOSCRIPT`` means it did not run.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import importlib
 from typing import TYPE_CHECKING, Any, Final
 
-from ._scripts import COMMIT
+from ._scripts import COMMIT_MANY
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,7 +37,7 @@ class Committer:
         self.sha: str | None = None
 
     async def commit(self, keys: list[str], args: list[str | int]) -> list[int]:
-        """Run ``COMMIT`` with ``keys`` and ``args`` and return its answer.
+        """Commit one entry (``COMMIT``'s keys and arguments) and return its answer.
 
         Raises:
             redis.ConnectionError: the server went away (the commit may or may not have run;
@@ -60,27 +60,28 @@ class Committer:
     async def _send(self, batch: Sequence[_Pending]) -> None:
         try:
             if self.sha is None:
-                self.sha = await self.client.script_load(COMMIT)
-            answers = await self._pipeline(batch)
-            if any(isinstance(answer, self.no_script) for answer in answers):
-                self.sha = await self.client.script_load(COMMIT)
-                answers = await self._pipeline(batch)
+                self.sha = await self.client.script_load(COMMIT_MANY)
+            try:
+                answers = await self._call(batch)
+            except self.no_script:
+                self.sha = await self.client.script_load(COMMIT_MANY)
+                answers = await self._call(batch)
         except Exception as exc:
             for _keys, _args, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         for (_keys, _args, future), answer in zip(batch, answers, strict=True):
-            if future.done():
-                continue
-            if isinstance(answer, Exception):
-                future.set_exception(answer)
-            else:
+            if not future.done():
                 future.set_result([int(each) for each in answer])
 
-    async def _pipeline(self, batch: Sequence[_Pending]) -> list[Any]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for keys, args, _future in batch:
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
-            answers: list[Any] = await pipe.execute(raise_on_error=False)
+    async def _call(self, batch: Sequence[_Pending]) -> list[Any]:
+        """One ``COMMIT_MANY`` for ``batch`` (each commit: keys, then group, consumer, id...)."""
+        keys: list[str] = []
+        args: list[str | int] = ["", len(batch)]
+        for commit_keys, (group, consumer, entry_id, *outputs), _future in batch:
+            args[0] = consumer  # one consumer per process
+            keys += commit_keys
+            args += [group, entry_id, len(commit_keys) - 2, *outputs]
+        answers: list[Any] = await self.client.evalsha(self.sha, len(keys), *keys, *args)
         return answers

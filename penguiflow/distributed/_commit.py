@@ -25,7 +25,7 @@ _Pending = tuple[list[str], list[str | int], "asyncio.Future[list[int]]"]
 
 
 class Committer:
-    """Sends ``COMMIT`` scripts in pipelines; owned by the worker that runs ``run``."""
+    """Sends queued commits as ``COMMIT_MANY`` calls; owned by the worker that runs ``run``."""
 
     __slots__ = ("client", "no_script", "queue", "sha", "wake")
 
@@ -37,7 +37,10 @@ class Committer:
         self.sha: str | None = None
 
     async def commit(self, keys: list[str], args: list[str | int]) -> list[int]:
-        """Commit one entry (``COMMIT``'s keys and arguments) and return its answer.
+        """Commit one entry and return its ``{code, index}`` (see ``COMMIT_MANY``).
+
+        ``keys``: input stream, cancel marker, outputs; ``args``: group, consumer, entry id,
+        then (maxsize, body) per output.
 
         Raises:
             redis.ConnectionError: the server went away (the commit may or may not have run;

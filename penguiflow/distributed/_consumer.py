@@ -1,6 +1,7 @@
 """The consume loop of one node in one worker process.
 
-Design note (the loop): read at most as many entries as there are free slots, decode them
+Design note (the loop): read at most as many entries as there are free slots, plus as many
+read ahead as there are slots (so that a freed slot does not wait for a read), decode them
 (an entry that cannot be decoded is dead-lettered, never run), drop cancelled traces (one
 pipelined ``EXISTS`` per batch), and start one task per entry on a free slot. The next read
 waits for a freed slot (an event, not a poll). The janitor, every ``min_idle / 4``, renews
@@ -169,11 +170,15 @@ class NodeConsumer:
         if self.solo:
             await self._run_solo()
             return
-        if not self.free:
+        # Read ahead as many entries as there are slots, so that a slot that frees up starts
+        # its next entry at once, without waiting for a read. They are held (heartbeated,
+        # still counted in their stream's depth) until a slot takes them.
+        room = 2 * len(self.slots) - (len(self.slots) - len(self.free)) - len(self.backlog)
+        if room <= 0:
             self.freed.clear()
             await self.freed.wait()
             return
-        count = max(1, len(self.free) // len(self.streams))
+        count = max(1, room // len(self.streams))
         reply = await self.client.xreadgroup(
             self.group,
             self.consumer,
@@ -270,8 +275,8 @@ class NodeConsumer:
         """A slot is free: start the next waiting entry on it, or mark it free."""
         if self.backlog and not self.stopping:
             self._start(slot, *self.backlog.popleft())
-            return
-        self.free.append(slot)
+        else:
+            self.free.append(slot)
         self.freed.set()
 
     async def _job(self, slot: Slot, entry: Entry, envelope: Envelope, item: Any) -> None:
@@ -303,7 +308,7 @@ class NodeConsumer:
                 self.book.forget(trace_id)
 
     async def _commit(self, slot: Slot, entry: Entry, trace_id: str | None) -> int:
-        """Publish the slot's outputs and acknowledge ``entry`` (see ``_scripts.COMMIT``).
+        """Publish the slot's outputs and acknowledge ``entry`` (see ``_scripts.COMMIT_MANY``).
 
         Waits while an output edge is full, holding the slot (backpressure: this node reads
         no more until its successor has room).

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
-    "COMMIT",
     "COMMIT_CANCELLED",
     "COMMIT_FENCED",
     "COMMIT_FULL",
@@ -50,35 +49,13 @@ COMMIT_FENCED: Final = -1
 COMMIT_CANCELLED: Final = -2
 COMMIT_FULL: Final = -3
 
-# KEYS: input stream, cancel marker, outputs...  ARGV: group, consumer, entry id, then
-# (maxsize, body) per output.  Returns {count, 0}, or {-1, 0} fenced, {-2, 0} cancelled (the
-# input is acknowledged, nothing published), {-3, k} output k (1-based) has no room.
-COMMIT: Final = """
-local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #owner == 0 or owner[1][2] ~= ARGV[2] then return {-1, 0} end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-  redis.call('XDEL', KEYS[1], ARGV[3])
-  return {-2, 0}
-end
-local adding = {}
-for i = 3, #KEYS do
-  local max = tonumber(ARGV[2 + (i - 2) * 2])
-  local key = KEYS[i]
-  adding[key] = (adding[key] or 0) + 1
-  if max > 0 and redis.call('XLEN', key) + adding[key] > max then return {-3, i - 2} end
-end
-for i = 3, #KEYS do redis.call('XADD', KEYS[i], '*', 'e', ARGV[3 + (i - 2) * 2]) end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
-return {#KEYS - 2, 0}
-"""
-
-# COMMIT for a batch of entries in one call (the lever for throughput: one script, one round
-# trip and one parse for many messages).  ARGV: consumer, count, then per entry: group, entry
-# id, output count n, and n (maxsize, body) pairs.  KEYS per entry: input stream, cancel
-# marker, its n outputs.  Returns one {code, index} per entry, as COMMIT does; each entry is
-# judged on its own (a full output keeps only its own entry).
+# The commit of a batch of entries in one call (the lever for throughput: one script, one
+# round trip and one parse for many messages).  ARGV: consumer, count, then per entry: group,
+# entry id, output count n, and n (maxsize, body) pairs.  KEYS per entry: input stream, cancel
+# marker, its n outputs.  Returns one {code, index} per entry: {n, 0} published and acked,
+# {-1, 0} fenced (not owned by this consumer: taken over, or already committed by a try whose
+# reply was lost), {-2, 0} cancelled (acked, nothing published), {-3, k} output k (1-based)
+# has no room (nothing done: back off and retry).  Each entry is judged on its own.
 COMMIT_MANY: Final = """
 local consumer = ARGV[1]
 local k, a = 1, 3

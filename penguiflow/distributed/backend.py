@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ._connection import check_reachable, open_client, redact, require_redis
 from ._envelope import TypeTable
 from ._keys import Keys, name_of, topology_of
-from ._scripts import COMMIT, DEAD_LETTER, EMIT, HEARTBEAT
+from ._scripts import DEAD_LETTER, EMIT, HEARTBEAT
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -255,13 +255,12 @@ def _dead_letter(node: str, letter_id: str, fields: dict[str, str]) -> DeadLette
 
 
 class Scripts:
-    """The Lua scripts (see ``_scripts``), registered on one client."""
+    """The Lua scripts (see ``_scripts``) registered on one client (commits: ``Committer``)."""
 
-    __slots__ = ("commit", "dead_letter", "emit", "heartbeat")
+    __slots__ = ("dead_letter", "emit", "heartbeat")
 
     def __init__(self, client: Any) -> None:
         self.emit = client.register_script(EMIT)
-        self.commit = client.register_script(COMMIT)
         self.heartbeat = client.register_script(HEARTBEAT)
         self.dead_letter = client.register_script(DEAD_LETTER)
 

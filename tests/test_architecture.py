@@ -43,6 +43,10 @@ ALLOWED_PRIVATE_READS: dict[tuple[str, str], str] = {
     ("testkit.py", "_middlewares"): _CONTRACT + " (testkit appends its recorder)",
     ("testkit.py", "_next_attempt"): "the testkit's own helper class, in its module",
     ("viz.py", "_floes"): _CONTRACT + " (read by viz)",
+    ("distributed/_keys.py", "_floes"): _CONTRACT + " (each floe becomes a Redis stream)",
+    ("distributed/worker.py", "_middlewares"): _CONTRACT + " (workers deliver events to them)",
+    ("distributed/_connection.py", "_replace"): "namedtuple's public method (urlsplit's result)",
+    ("distributed/worker.py", "_state_store"): "workers save the flow's events to its store",
 }
 
 _QUEUE_INTERNALS = {"_queue", "_getters", "_putters", "_maxsize", "_unfinished_tasks"}

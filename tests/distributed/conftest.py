@@ -1,0 +1,40 @@
+"""Fixtures of the distributed tests: a fresh ``redis-server`` per test, on a free loopback
+port, with AOF in a temp dir, killed in ``finally``.
+
+Without ``redis-server`` the tests skip, unless ``PENGUIFLOW_REQUIRE_REDIS`` or ``CI`` is set:
+then they fail, so that CI cannot pass with them skipped (``.ci/run`` installs the server).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .servers import REDIS_SERVER, RedisServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def _required() -> bool:
+    return any(
+        os.environ.get(name, "").strip().lower() not in {"", "0", "false", "no"}
+        for name in ("PENGUIFLOW_REQUIRE_REDIS", "CI")
+    )
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    if not Path(REDIS_SERVER).exists():
+        if _required():
+            pytest.fail(f"redis-server not found at {REDIS_SERVER}")
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()

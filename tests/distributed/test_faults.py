@@ -1,0 +1,303 @@
+"""Faults with real processes: worker processes killed with SIGKILL, a message that crashes
+its worker, cancellation across processes, long calls, Redis restarted under load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from penguiflow.distributed import RedisBackend, RemoteFlow
+
+from .flows import Item, chain, marked
+from .helpers import msg, until
+from .servers import Worker, child_env, worker_command
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from .servers import RedisServer
+
+CHAIN = "tests.distributed.flows:chain"
+MARKED = "tests.distributed.flows:marked"
+
+
+class Pool:
+    """Worker processes, reaped at the end whatever happens."""
+
+    def __init__(self) -> None:
+        self.workers: list[Worker] = []
+        self.readers: set[asyncio.Task[None]] = set()
+
+    async def start(self, target: str, url: str, *extra: str) -> Worker:
+        worker = await Worker(target, url, *extra).start()
+        self.workers.append(worker)
+        reader = asyncio.create_task(worker.drain_output())
+        self.readers.add(reader)
+        return worker
+
+    def alive(self) -> list[Worker]:
+        return [w for w in self.workers if w.process is not None and w.process.returncode is None]
+
+    async def close(self) -> None:
+        for worker in self.workers:
+            await worker.reap()
+        if self.readers:
+            await asyncio.wait(self.readers)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[Pool]:
+    workers = Pool()
+    try:
+        yield workers
+    finally:
+        await workers.close()
+
+
+async def _collect(remote: RemoteFlow, count: int) -> list[int]:
+    return [(await remote.fetch()).payload.n for _ in range(count)]
+
+
+async def _no_more_results(remote: RemoteFlow) -> list[Any]:
+    """Everything fetched before a last sentinel trace comes back: duplicates, if any."""
+    await remote.emit(msg(Item(n=-1), trace_id="sentinel"))
+    extra = []
+    while (item := await remote.fetch()).trace_id != "sentinel":
+        extra.append(item)
+    return extra
+
+
+@pytest.mark.timeout(60)
+async def test_two_worker_processes_serve_one_flow_for_a_third(
+    redis_server: RedisServer, pool: Pool
+) -> None:
+    await pool.start(CHAIN, redis_server.url, "--nodes", "first")
+    await pool.start(CHAIN, redis_server.url, "--nodes", "second")
+    flow, registry = chain()
+    backend = RedisBackend(redis_server.url)
+    async with RemoteFlow(flow, backend, registry=registry) as remote:
+        for i in range(30):
+            await remote.emit(msg(Item(n=i)))
+        got = await _collect(remote, 30)
+        await remote.emit(msg(Item(n=5)), trace_id="mine")
+        mine = await remote.fetch(trace_id="mine")
+    assert sorted(got) == [i + 1001 for i in range(30)]
+    assert (mine.trace_id, mine.payload.n) == ("mine", 1006)
+
+
+@pytest.mark.timeout(180)
+async def test_killing_workers_mid_run_loses_and_duplicates_nothing(
+    redis_server: RedisServer, pool: Pool
+) -> None:
+    """Twelve times, a worker is killed with SIGKILL while it holds calls in flight and a fresh
+    one starts; every trace still ends exactly once."""
+    options = ("--min-idle", "0.5", "--concurrency", "4", "--max-deliveries", "50")
+    for _ in range(3):
+        await pool.start(CHAIN, redis_server.url, *options)
+    flow, registry = chain()
+    backend = RedisBackend(redis_server.url)
+    total, kills = 120, 12
+    rng = random.Random(7)
+    async with RemoteFlow(flow, backend, registry=registry) as remote:
+        emitter = asyncio.create_task(_emit_items(remote, total, sleep_s=0.05))
+        got: list[int] = []
+        for round_ in range(kills):
+            got += await _collect(remote, 8)
+            victim = rng.choice(pool.alive())
+            victim.kill()
+            await pool.start(CHAIN, redis_server.url, *options)
+            assert len(got) == 8 * (round_ + 1)
+        got += await _collect(remote, total - len(got))
+        await emitter
+        extra = await _no_more_results(remote)
+    assert sorted(got) == [i + 1001 for i in range(total)]
+    assert extra == []
+    assert await backend.dead_letters("first") == []
+    await backend.close()
+
+
+async def _emit_items(remote: RemoteFlow, count: int, *, sleep_s: float = 0.0) -> None:
+    for i in range(count):
+        await remote.emit(msg(Item(n=i, sleep_s=sleep_s)))
+
+
+@pytest.mark.timeout(120)
+async def test_a_message_that_crashes_its_worker_is_dead_lettered(
+    redis_server: RedisServer, pool: Pool
+) -> None:
+    """The poison message kills whichever worker runs it; dead workers are restarted. After
+    max_deliveries it is dead-lettered, and every other trace finishes."""
+    options = ("--min-idle", "0.5", "--max-deliveries", "2", "--concurrency", "4")
+    for _ in range(2):
+        await pool.start(CHAIN, redis_server.url, *options)
+
+    async def supervise() -> None:
+        while True:
+            for worker in pool.alive():
+                assert worker.process is not None
+            dead = [w for w in pool.workers if w.process and w.process.returncode is not None]
+            if len(pool.alive()) < 2 and dead:
+                await pool.start(CHAIN, redis_server.url, *options)
+            waiters = [asyncio.create_task(w.process.wait()) for w in pool.alive() if w.process]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+    flow, registry = chain()
+    backend = RedisBackend(redis_server.url)
+    supervisor = asyncio.create_task(supervise())
+    try:
+        async with RemoteFlow(flow, backend, registry=registry) as remote:
+            await remote.emit(msg(Item(n=999, poison=True)), trace_id="poison")
+            for i in range(30):
+                await remote.emit(msg(Item(n=i, sleep_s=0.01)))
+            got = await _collect(remote, 30)
+            await until(lambda: _has_dead_letters(backend, "first"), timeout=60)
+    finally:
+        supervisor.cancel()
+        await asyncio.gather(supervisor, return_exceptions=True)
+    assert sorted(got) == [i + 1001 for i in range(30)]
+    [letter] = await backend.dead_letters("first")
+    assert letter.deliveries == 3 and "max_deliveries=2" in letter.reason
+    assert '"poison":true' in letter.envelope
+    listed = await _run_cli("dlq", "list", CHAIN, "first", "--redis", redis_server.url)
+    assert json.loads(listed)["id"] == letter.id
+    await backend.close()
+
+
+async def _has_dead_letters(backend: RedisBackend, node: str) -> bool:
+    return bool(await backend.dead_letters(node))
+
+
+async def _run_cli(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *worker_command("x", "y")[:3],
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env=child_env(),
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    return out.decode()
+
+
+@pytest.mark.timeout(60)
+async def test_cancel_reaches_a_call_in_another_process_within_100ms(
+    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("PF_MARKS", str(marks))
+    await pool.start(MARKED, redis_server.url)
+    flow, registry = marked()
+    backend = RedisBackend(redis_server.url)
+    async with RemoteFlow(flow, backend, registry=registry) as remote:
+        await remote.emit(msg(Item(n=1, sleep_s=30)), trace_id="doomed")
+        await until(lambda: _marked(marks, "start-1-"))
+        started = time.monotonic()
+        await remote.cancel("doomed")
+        await until(lambda: _marked(marks, "cancelled-1-"), timeout=1)
+        elapsed = time.monotonic() - started
+        await remote.emit(msg(Item(n=2)), trace_id="next")
+        after = await remote.fetch(trace_id="next")
+        client = await backend.connect()
+        left = await client.xlen(remote.results)
+    assert elapsed < 0.1, f"the call saw its cancellation after {elapsed * 1000:.0f} ms"
+    assert after.trace_id == "next" and left == 0
+    assert not list(marks.glob("done-1-*"))
+    await backend.close()
+
+
+async def _marked(marks: Path, prefix: str) -> bool:
+    return bool(list(marks.glob(prefix + "*")))
+
+
+@pytest.mark.timeout(60)
+async def test_a_call_longer_than_min_idle_is_not_taken_over(
+    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("PF_MARKS", str(marks))
+    for _ in range(2):
+        await pool.start(MARKED, redis_server.url, "--min-idle", "0.3")
+    flow, registry = marked()
+    backend = RedisBackend(redis_server.url)
+    async with RemoteFlow(flow, backend, registry=registry) as remote:
+        await remote.emit(msg(Item(n=7, sleep_s=2.0)), trace_id="long")
+        answer = await remote.fetch(trace_id="long")
+    assert answer.payload.n == 7
+    assert len(list(marks.glob("start-7-*"))) == 1
+    await backend.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["shutdown", "kill"])
+async def test_redis_restarted_under_load(redis_server: RedisServer, pool: Pool, how: str) -> None:
+    """Redis stops mid-run and comes back on the same port and AOF. After SHUTDOWN nothing
+    acknowledged is lost; after SIGKILL the flow carries on. Workers and the caller reconnect
+    by themselves; no worker loops on NOGROUP."""
+    worker = await pool.start(CHAIN, redis_server.url, "--min-idle", "1")
+    flow, registry = chain()
+    backend = RedisBackend(redis_server.url)
+    async with RemoteFlow(flow, backend, registry=registry) as remote:
+        await _emit_items(remote, 20, sleep_s=0.05)
+        got = await _collect(remote, 5)
+        if how == "shutdown":
+            redis_server.shutdown()
+        else:
+            redis_server.kill()
+        redis_server.start()
+        if how == "shutdown":
+            got += await _collect(remote, 15)
+        for i in range(100, 110):
+            await remote.emit(msg(Item(n=i)), trace_id=f"after-{i}")
+            assert (await remote.fetch(trace_id=f"after-{i}")).payload.n == i + 1001
+    if how == "shutdown":
+        assert sorted(got) == [i + 1001 for i in range(20)]
+    recreated = [line for line in worker.lines if "group_recreated" in line]
+    assert len(recreated) <= 4
+    await backend.close()
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_hands_back_what_does_not_finish_in_the_grace_period(
+    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker A gets SIGTERM during a 2 s call with a 0.2 s grace: it cancels the call, hands
+    the entry back and exits 0; worker B takes it over at its next janitor round (1 s), long
+    before the 4 s min_idle that a crash would need."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("PF_MARKS", str(marks))
+    options = ("--min-idle", "4", "--grace", "0.2")
+    first = await pool.start(MARKED, redis_server.url, *options)
+    flow, registry = marked()
+    backend = RedisBackend(redis_server.url)
+    async with RemoteFlow(flow, backend, registry=registry) as remote:
+        await remote.emit(msg(Item(n=3, sleep_s=2.0)), trace_id="handed")
+        await until(lambda: _marked(marks, "start-3-"))
+        await pool.start(MARKED, redis_server.url, *options)
+        assert first.process is not None
+        first.process.terminate()
+        async with asyncio.timeout(3):
+            status = await first.process.wait()
+        exited = time.monotonic()
+        await until(lambda: _count_marks(marks, "start-3-", 2), timeout=2.5)
+        taken_over_after = time.monotonic() - exited
+        answer = await remote.fetch(trace_id="handed")
+    assert status == 0
+    assert taken_over_after < 2.5
+    assert answer.payload.n == 3
+    assert len(list(marks.glob("cancelled-3-*"))) == 1
+    await backend.close()
+
+
+async def _count_marks(marks: Path, prefix: str, wanted: int) -> bool:
+    return len(list(marks.glob(prefix + "*"))) >= wanted

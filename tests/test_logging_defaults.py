@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+# distributed.py needs a Redis server: tests/distributed/test_example_and_cli.py runs it.
+EXAMPLES = sorted(
+    path for path in (ROOT / "examples").glob("*.py") if path.name != "distributed.py"
+)
 
 #: A node that fails its first two attempts and succeeds on the third, run to completion.
 FLAKY_FLOW = textwrap.dedent(

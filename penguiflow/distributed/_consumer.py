@@ -104,6 +104,10 @@ class NodeConsumer:
         self.backend, self.client, self.scripts = backend, client, scripts
         self.committer, self.types, self.book = committer, types, book
         self.consumer = consumer
+        self.read_ahead = 2
+        """Entries held per slot: one running, one read ahead."""
+        self.runs = f"{backend.keys.prefix}runs:{self.group}"
+        """Hash of the solo runs started per taken-over entry (see ``_adopt``)."""
         # Result streams are bounded at the caller's emit, never by a worker (see caller).
         maxsizes = (topology.maxsize, 0)
         self.slots = [
@@ -173,7 +177,8 @@ class NodeConsumer:
         # Read ahead as many entries as there are slots, so that a slot that frees up starts
         # its next entry at once, without waiting for a read. They are held (heartbeated,
         # still counted in their stream's depth) until a slot takes them.
-        room = 2 * len(self.slots) - (len(self.slots) - len(self.free)) - len(self.backlog)
+        busy = len(self.slots) - len(self.free)
+        room = self.read_ahead * len(self.slots) - busy - len(self.backlog)
         if room <= 0:
             self.freed.clear()
             await self.freed.wait()
@@ -258,8 +263,16 @@ class NodeConsumer:
             await self.freed.wait()
         entry = self.solo.popleft()
         found = await self._decode(entry)
-        if found is not None:
-            await asyncio.wait({self._start(self.free.pop(), *found)})
+        if found is None:
+            return
+        # Counted before it runs: if it takes this worker down, the next taker knows.
+        field = f"{entry.stream}/{entry.id}"
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self.runs, field, 1)
+            pipe.expire(self.runs, self.backend.cancel_ttl_s)
+            await pipe.execute()
+        await asyncio.wait({self._start(self.free.pop(), *found)})
+        await self.client.hdel(self.runs, field)
 
     # -- one entry ------------------------------------------------------------------------------
 
@@ -360,9 +373,14 @@ class NodeConsumer:
             except self.errors as exc:
                 _warn("distributed_redis_unavailable", self, exc)
             except Exception as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self.create_groups()
+                if "NOGROUP" in str(exc):
+                    await self.create_groups()
+                    continue
+                # A fault of this loop must not stop the heartbeats for good: log, go on.
+                logger.exception(
+                    "distributed_janitor_failed",
+                    extra={"event": "distributed_janitor_failed", "node_name": self.group},
+                )
 
     async def heartbeat(self) -> None:
         """Reset the idle time of the entries this consumer still owns (fenced)."""
@@ -382,20 +400,28 @@ class NodeConsumer:
                 await self._adopt(stream, claimed)
 
     async def _adopt(self, stream: str, claimed: list[tuple[str, dict[str, str]]]) -> None:
+        """Queue taken-over entries to run solo, or dead-letter those that ran too often.
+
+        Design note: an entry counts the runs it started, not Redis' delivery count: an entry
+        read along with a poison message, or queued behind it, is delivered again each time
+        the poison takes its worker down, without ever running. It counts one run for its
+        first delivery and one per solo run (``runs``, counted before each starts).
+        """
         async with self.client.pipeline(transaction=False) as pipe:
             for entry_id, _fields in claimed:
-                pipe.xpending_range(stream, self.group, entry_id, entry_id, 1)
+                pipe.hget(self.runs, f"{stream}/{entry_id}")
             counts = await pipe.execute()
         limit = self.backend.max_deliveries
-        for (entry_id, fields), pending in zip(claimed, counts, strict=True):
+        for (entry_id, fields), solo_runs in zip(claimed, counts, strict=True):
             entry = Entry(stream, entry_id, fields.get("e", ""))
-            deliveries = int(pending[0]["times_delivered"]) if pending else 0
+            runs = 1 + int(solo_runs or 0)
             self.held[stream, entry_id] = None
-            if deliveries > limit:
+            if runs >= limit:
+                await self.client.hdel(self.runs, f"{stream}/{entry_id}")
                 await self.dead_letter(
                     entry,
-                    f"delivered {deliveries} times (max_deliveries={limit}): its worker "
-                    "died or stopped before finishing it each time",
+                    f"ran {runs} times (max_deliveries={limit}): its worker died or "
+                    "stopped before finishing it each time",
                 )
             else:
                 self.solo.append(entry)

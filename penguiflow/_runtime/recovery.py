@@ -38,7 +38,17 @@ class Redriver:
         window: The most recovered traces in flight at once.
     """
 
-    __slots__ = ("_emit", "_journal", "_nodes", "_pending", "_task", "_wakeup", "active", "window")
+    __slots__ = (
+        "_emit",
+        "_journal",
+        "_nodes",
+        "_pending",
+        "_pending_ids",
+        "_task",
+        "_wakeup",
+        "active",
+        "window",
+    )
 
     def __init__(
         self,
@@ -53,6 +63,8 @@ class Redriver:
         self._journal = journal
         self.window = window
         self._pending: deque[tuple[Message, list[str] | None]] = deque()
+        # The trace ids in ``_pending``: ``known`` is asked once per claimed trace.
+        self._pending_ids: set[str] = set()
         self.active: set[str] = set()
         """Recovered traces emitted and not ended yet."""
         self._task: asyncio.Task[None] | None = None
@@ -60,7 +72,7 @@ class Redriver:
 
     def known(self, trace_id: str) -> bool:
         """Whether the trace is being re-driven (waiting or in flight)."""
-        return trace_id in self.active or any(m.trace_id == trace_id for m, _ in self._pending)
+        return trace_id in self.active or trace_id in self._pending_ids
 
     @property
     def waiting(self) -> int:
@@ -69,7 +81,9 @@ class Redriver:
 
     def add(self, items: Iterable[tuple[Message, list[str] | None]], owner: TaskOwner) -> None:
         """Queue recovered inputs and make sure the task that emits them runs."""
-        self._pending.extend(items)
+        for message, targets in items:
+            self._pending.append((message, targets))
+            self._pending_ids.add(message.trace_id)
         if self._task is None or self._task.done():
             self._task = owner.spawn(self._run(), name="penguiflow:recovery")
         self._wake()
@@ -87,6 +101,7 @@ class Redriver:
         takes them again.
         """
         self._pending.clear()
+        self._pending_ids.clear()
         self.active.clear()
         self._task = None
 
@@ -101,6 +116,7 @@ class Redriver:
                 await wakeup.wait()
                 continue
             message, targets = self._pending.popleft()
+            self._pending_ids.discard(message.trace_id)
             self.active.add(message.trace_id)
             try:
                 await self._redrive(message, targets)

@@ -17,7 +17,13 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Final, Protocol
 
-import asyncpg  # type: ignore[import-untyped, unused-ignore]
+try:
+    import asyncpg  # type: ignore[import-untyped, unused-ignore]
+except ImportError as exc:  # pragma: no cover - a child process runs it (test_optional_drivers)
+    raise ImportError(
+        "PostgresStore (penguiflow.stores.postgres) needs asyncpg: "
+        "pip install 'penguiflow-runtime[postgres]'"
+    ) from exc
 
 from ._base import DEFAULT_FAILING_AFTER_S, DEFAULT_LEASE_TTL_S, Durability, StoreBase
 from ._codec import clean_text

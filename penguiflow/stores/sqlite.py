@@ -21,7 +21,13 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Final
 
-import aiosqlite
+try:
+    import aiosqlite
+except ImportError as exc:  # pragma: no cover - a child process runs it (test_optional_drivers)
+    raise ImportError(
+        "SQLiteStore (penguiflow.stores.sqlite) needs aiosqlite: "
+        "pip install 'penguiflow-runtime[sqlite]'"
+    ) from exc
 
 from ._base import DEFAULT_FAILING_AFTER_S, DEFAULT_LEASE_TTL_S, Durability, StoreBase
 from ._codec import clean_text, encode_json

@@ -1,4 +1,4 @@
-"""PenguiFlow demo: three concurrent questions through one flow, all in-process.
+"""PenguiFlow demo: three concurrent questions through one flow, journaled to SQLite.
 
                           +--> web ------+
     flow.emit(q, T) ------+--> docs -----+--> merge --> write --> sse --> flow.fetch(T)
@@ -21,6 +21,11 @@ What to look for in the output:
   the trace's pending fetch raises ``TraceCancelled`` and the other requests are untouched.
 - **Roundtrips.** Each question is its own task doing ``await flow.emit(msg, trace_id=T)``
   then ``await flow.fetch(trace_id=T)``, so each caller gets only its own answer.
+- **Journal.** The flow's state store is a ``SQLiteStore``: an embedded database in one file,
+  no server. ``emit`` returns once the trace's start is committed; every event is saved, and
+  how each trace ended (``finished`` or ``cancelled``). At the end the demo reads its traces
+  back from the file and prints where the file is. Trace ids end in this run's id
+  (``req-1.3fa9c2``), so running the demo again adds to the history instead of mixing runs.
 
 A middleware prints the runtime's events as they happen: ``node_start`` and the matching
 ``node_success`` share a line when nothing happens in between; retries, errors and the
@@ -28,16 +33,23 @@ A middleware prints the runtime's events as they happen: ``node_start`` and the 
 measured from the start of the demo. The ``sse`` node prints its frames instead of its own
 start/success lines.
 
-Run it with ``python examples/demo.py``.
+Run it with ``python examples/demo.py`` (needs the ``sqlite`` extra: ``pip install -e
+'.[sqlite]'``). The file is ``penguiflow-demo.db`` in the current directory, or the path in
+``PENGUIFLOW_DEMO_DB``, or the one given with ``--db PATH`` (which wins).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
+import secrets
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -54,7 +66,14 @@ from penguiflow import (
     format_sse_event,
     join_k,
 )
-from penguiflow.core import TraceCancelled
+from penguiflow.errors import TraceCancelled
+from penguiflow.stores import SQLiteStore
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+DB_ENV = "PENGUIFLOW_DEMO_DB"
+DEFAULT_DB = "penguiflow-demo.db"
 
 QUESTIONS = {
     "req-1": "How do penguins stay warm?",
@@ -84,6 +103,22 @@ KNOWLEDGE = {
 }
 
 
+def db_path(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
+    """The journal file: ``--db PATH``, else ``$PENGUIFLOW_DEMO_DB``, else ./penguiflow-demo.db."""
+    parser = argparse.ArgumentParser(description="PenguiFlow demo, journaled to SQLite.")
+    parser.add_argument(
+        "--db",
+        default=environ.get(DB_ENV) or DEFAULT_DB,
+        help=f"SQLite file to journal to (default: ${DB_ENV}, else ./{DEFAULT_DB})",
+    )
+    return Path(parser.parse_args(list(argv)).db)
+
+
+def label_of(trace_id: str | None) -> str | None:
+    """The question's label (``req-1``) of a trace id that ends in the run's id."""
+    return None if trace_id is None else trace_id.partition(".")[0]
+
+
 def topic_of(question: str) -> str:
     text = question.lower()
     return next(topic for topic in ("warm", "eat", "evolution") if topic in text)
@@ -110,7 +145,7 @@ class Console:
         return (time.perf_counter() - self._t0) * 1000
 
     def prefix(self, trace_id: str | None, who: str) -> str:
-        return f"  {self.elapsed_ms():7.1f} ms  {trace_id or '-':<6} {who:<8}"
+        return f"  {self.elapsed_ms():7.1f} ms  {label_of(trace_id) or '-':<6} {who:<8}"
 
     def say(self, text: str) -> None:
         self._close()
@@ -161,7 +196,7 @@ class LiveLog:
             error = event.extra.get("exception")
             con.finish(key, f" ... error {error}", f"{head} error {error}")
         elif kind == "node_retry":
-            self.retries.append(key)
+            self.retries.append((label_of(event.trace_id), event.node_name, event.attempt))
             con.say(f"{head} retry (attempt {event.attempt}) in {event.extra['sleep_s']:.2f} s")
         elif kind == "node_trace_cancelled":
             con.say(f"{head} interrupted by the cancellation")
@@ -193,7 +228,7 @@ class FakeModel:
         self._reply = asyncio.Event()  # never set: the reply that does not come
 
     async def sentence(self, trace_id: str, index: int, hit: Hit) -> str:
-        if trace_id == self.stall_on and index == 1:
+        if label_of(trace_id) == self.stall_on and index == 1:
             self.stalled.set()
             await self._reply.wait()
         return hit.text
@@ -201,13 +236,15 @@ class FakeModel:
 
 @dataclass
 class Record:
-    """What the nodes saw, for the summary."""
+    """What the nodes saw, for the summary (keyed by the questions' labels)."""
 
     merged: dict[str, int] = field(default_factory=dict)
     chunks: dict[str, list[int]] = field(default_factory=dict)
 
 
-def build(console: Console, log: LiveLog, model: FakeModel, record: Record) -> PenguiFlow:
+def build(
+    console: Console, log: LiveLog, model: FakeModel, record: Record, store: SQLiteStore
+) -> PenguiFlow:
     index = FlakyIndex()
 
     def searcher(source: str) -> Node:
@@ -226,7 +263,7 @@ def build(console: Console, log: LiveLog, model: FakeModel, record: Record) -> P
 
     async def write(msg: Message, ctx: Context) -> Message:
         hits = sorted(msg.payload, key=lambda hit: SOURCES.index(hit.source))
-        record.merged[msg.trace_id] = len(hits)
+        record.merged[label_of(msg.trace_id) or "-"] = len(hits)
         sentences = []
         for position, hit in enumerate(hits):
             sentence = await model.sentence(msg.trace_id, position, hit)
@@ -238,7 +275,7 @@ def build(console: Console, log: LiveLog, model: FakeModel, record: Record) -> P
     async def sse(msg: Message, ctx: Context) -> Message | None:
         if isinstance(msg.payload, StreamChunk):
             chunk = msg.payload
-            record.chunks.setdefault(msg.trace_id, []).append(chunk.seq)
+            record.chunks.setdefault(label_of(msg.trace_id) or "-", []).append(chunk.seq)
             frame = format_sse_event(chunk).strip().replace("\n", " | ")
             console.say(f"{console.prefix(msg.trace_id, 'sse')} {frame}")
             return None
@@ -254,6 +291,7 @@ def build(console: Console, log: LiveLog, model: FakeModel, record: Record) -> P
         write_node.to(sse_node),
         sse_node.to(),
         middlewares=[log],
+        state_store=store,
     )
 
 
@@ -268,40 +306,56 @@ async def ask(flow: PenguiFlow, trace_id: str, question: str) -> Answer | None:
     return answer
 
 
-async def main() -> dict[str, Any]:
-    console = Console()
-    log = LiveLog(console)
-    model = FakeModel(stall_on=STALLED)
-    record = Record()
-    flow = build(console, log, model, record)
-    print(f"PenguiFlow demo: {len(QUESTIONS)} concurrent questions\n")
-    print("  time        trace  node     event")
-    flow.run()
-    try:
-        # A safety net only: the demo finishes in well under a second.
-        async with asyncio.timeout(10), asyncio.TaskGroup() as group:
-            tasks = {
-                trace_id: group.create_task(ask(flow, trace_id, question))
-                for trace_id, question in QUESTIONS.items()
-            }
-            await model.stalled.wait()
-            console.say(
-                f"{console.prefix(STALLED, 'caller')} model stalled; "
-                f"giving up: flow.cancel({STALLED!r})"
-            )
-            await flow.cancel(STALLED)
-        await log.cancel_finished.wait()
-    finally:
-        await flow.stop()
-    elapsed_ms = console.elapsed_ms()
-    answers = {trace_id: task.result() for trace_id, task in tasks.items()}
+async def converse(
+    flow: PenguiFlow, console: Console, log: LiveLog, model: FakeModel, trace_ids: dict[str, str]
+) -> dict[str, Answer | None]:
+    """Ask every question at once and give up on the one the model stalls on."""
+    # A safety net only: the demo finishes in well under a second.
+    async with asyncio.timeout(10), asyncio.TaskGroup() as group:
+        tasks = {
+            label: group.create_task(ask(flow, trace_ids[label], question))
+            for label, question in QUESTIONS.items()
+        }
+        await model.stalled.wait()
+        stalled = trace_ids[STALLED]
+        giving_up = f"model stalled; giving up: flow.cancel({stalled!r})"
+        console.say(f"{console.prefix(stalled, 'caller')} {giving_up}")
+        await flow.cancel(stalled)
+    await log.cancel_finished.wait()
+    return {label: task.result() for label, task in tasks.items()}
 
+
+async def read_journal(
+    store: SQLiteStore, trace_ids: dict[str, str], since: float
+) -> dict[str, dict[str, Any]]:
+    """Read this run's traces back from the file: how each ended, and its saved events."""
+    stored = {trace.trace_id: trace for trace in await store.list_traces(since=since)}
+    journal = {}
+    for label, trace_id in trace_ids.items():
+        trace = stored.get(trace_id)
+        history = await store.load_history(trace_id)
+        journal[label] = {
+            "trace_id": trace_id,
+            "status": trace.status if trace is not None else "not journaled",
+            "events": len(history),
+            "kinds": Counter(event.kind for event in history),
+        }
+    return journal
+
+
+def report(
+    answers: dict[str, Answer | None],
+    record: Record,
+    log: LiveLog,
+    journal: dict[str, dict[str, Any]],
+    elapsed_ms: float,
+) -> None:
     print("\nResults")
-    for trace_id, question in QUESTIONS.items():
-        answer = answers[trace_id]
-        print(f"  {trace_id}  {question}")
+    for label, question in QUESTIONS.items():
+        answer = answers[label]
+        print(f"  {label}  {question}")
         if answer is None:
-            streamed = len(record.chunks.get(trace_id, []))
+            streamed = len(record.chunks.get(label, []))
             print(f"         cancelled after {streamed} streamed chunk(s); no answer delivered")
         else:
             print(f"         {answer.text}")
@@ -317,6 +371,34 @@ async def main() -> dict[str, Any]:
     counts = ", ".join(f"{kind} x{log.counts[kind]}" for kind in shown)
     print(f"\nEvents (all nodes): {counts}")
     print(f"Finished in {elapsed_ms:.0f} ms.")
+    print("\nJournal, read back from the file")
+    for entry in journal.values():
+        print(f"  {entry['trace_id']:<14} {entry['status']:<10} {entry['events']:>3} events saved")
+
+
+async def main(db: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Run the demo, journaling to ``db`` (default: ``db_path`` of no arguments)."""
+    path = Path(db) if db is not None else db_path([], os.environ)
+    run_id = secrets.token_hex(3)
+    trace_ids = {label: f"{label}.{run_id}" for label in QUESTIONS}
+    console = Console()
+    log = LiveLog(console)
+    model = FakeModel(stall_on=STALLED)
+    record = Record()
+    started = time.time()
+    print(f"PenguiFlow demo: {len(QUESTIONS)} concurrent questions (run {run_id})\n")
+    print("  time        trace  node     event")
+    async with SQLiteStore(path) as store:
+        flow = build(console, log, model, record, store)
+        flow.run()
+        try:
+            answers = await converse(flow, console, log, model, trace_ids)
+        finally:
+            await flow.stop()
+        elapsed_ms = console.elapsed_ms()
+        journal = await read_journal(store, trace_ids, since=started)
+    report(answers, record, log, journal, elapsed_ms)
+    print(f"Trace history saved to {path.resolve()}")
     return {
         "answers": {key: value.text for key, value in answers.items() if value is not None},
         "cancelled": [key for key, value in answers.items() if value is None],
@@ -325,8 +407,11 @@ async def main() -> dict[str, Any]:
         "retries": list(log.retries),
         "events": dict(log.counts),
         "elapsed_ms": elapsed_ms,
+        "db": path,
+        "trace_ids": trace_ids,
+        "journal": journal,
     }
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(db_path(sys.argv[1:], os.environ)))

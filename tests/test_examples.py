@@ -7,12 +7,17 @@ every flow an example starts (subflows included) is stopped with no task left be
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from penguiflow.core import BUDGET_EXCEEDED_TEXT, TOKEN_BUDGET_EXCEEDED_TEXT
+from penguiflow.stores import SQLiteStore
 from penguiflow.types import FinalAnswer, StreamChunk
 
 if TYPE_CHECKING:
@@ -123,10 +128,10 @@ async def test_controller_ends_with_answer_or_budget(load: Loader) -> None:
 
 
 async def test_demo_shows_fanout_join_stream_retry_and_cancel(
-    load: Loader, capsys: pytest.CaptureFixture[str]
+    load: Loader, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     example = load("demo")
-    summary = await example.main()
+    summary = await example.main(tmp_path / "demo.db")
 
     assert set(summary["answers"]) == {"req-1", "req-2"}
     assert summary["answers"]["req-2"].startswith("They eat mostly krill")
@@ -142,12 +147,96 @@ async def test_demo_shows_fanout_join_stream_retry_and_cancel(
     assert "node_failed" not in events
     assert events["trace_cancel_start"] == events["trace_cancel_finish"] == 1
     assert events["node_trace_cancelled"] == 1
-    assert summary["elapsed_ms"] < 3000
 
     printed = capsys.readouterr().out
     assert "retry (attempt 1) in 0.05 s" in printed
     assert "trace_cancel_start" in printed
     assert "cancelled after 1 streamed chunk(s)" in printed
+    assert printed.splitlines()[-1] == f"Trace history saved to {(tmp_path / 'demo.db').resolve()}"
+
+
+# What each demo trace journals: every node call's events (sse runs once per chunk and once
+# for the answer), the docs node's failed first attempt on req-1, and req-3's cancellation.
+DEMO_JOURNAL = {
+    "req-1": ("finished", {"node_start": 12, "node_success": 11, "node_error": 1, "node_retry": 1}),
+    "req-2": ("finished", {"node_start": 11, "node_success": 11}),
+    "req-3": (
+        "cancelled",
+        {
+            "node_start": 8,
+            "node_success": 7,
+            "trace_cancel_start": 1,
+            "node_trace_cancelled": 1,
+            "trace_cancel_finish": 1,
+        },
+    ),
+}
+
+
+async def read_demo_db(path: Path) -> dict[str, tuple[str, dict[str, int]]]:
+    """Each stored trace's status and event counts, read back with a store of its own."""
+    async with SQLiteStore(path) as store:
+        found = {}
+        for trace in await store.list_traces():
+            history = await store.load_history(trace.trace_id)
+            assert {event.trace_id for event in history} == {trace.trace_id}
+            found[trace.trace_id] = (trace.status, dict(Counter(e.kind for e in history)))
+        return found
+
+
+async def test_demo_journals_its_traces_to_the_sqlite_file(load: Loader, tmp_path: Path) -> None:
+    """The demo's file holds its three traces and their events, for a reader opened later."""
+    db = tmp_path / "demo.db"
+    summary = await load("demo").main(db)
+    trace_ids = summary["trace_ids"]
+    assert set(trace_ids) == set(DEMO_JOURNAL)
+    assert await read_demo_db(db) == {trace_ids[label]: DEMO_JOURNAL[label] for label in trace_ids}
+    # What the demo printed is what the file holds.
+    for label, entry in summary["journal"].items():
+        status, kinds = DEMO_JOURNAL[label]
+        assert (entry["trace_id"], entry["status"], entry["kinds"]) == (
+            trace_ids[label],
+            status,
+            Counter(kinds),
+        )
+        assert entry["events"] == sum(kinds.values())
+
+
+async def test_demo_script_writes_to_the_current_directory_and_keeps_each_run(
+    load: Loader, tmp_path: Path
+) -> None:
+    """``python examples/demo.py`` (the README's command) with no flag and no variable writes
+    ./penguiflow-demo.db and says so last; a second run on the same file adds its own traces."""
+    env = {key: value for key, value in os.environ.items() if key != "PENGUIFLOW_DEMO_DB"}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "demo.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    db = tmp_path / "penguiflow-demo.db"
+    assert done.stdout.splitlines()[-1] == f"Trace history saved to {db.resolve()}"
+    first = await read_demo_db(db)
+
+    summary = await load("demo").main(db)
+    both = await read_demo_db(db)
+    assert len(both) == 6
+    assert both == first | {
+        summary["trace_ids"][label]: expected for label, expected in DEMO_JOURNAL.items()
+    }
+    runs = {trace_id.partition(".")[2] for trace_id in both}
+    assert len(runs) == 2
+
+
+def test_demo_db_path_flag_beats_variable_beats_default(load: Loader) -> None:
+    db_path = load("demo").db_path
+    assert db_path([], {}) == Path("penguiflow-demo.db")
+    assert db_path([], {"PENGUIFLOW_DEMO_DB": "/data/pf.db"}) == Path("/data/pf.db")
+    assert db_path(["--db", "run.db"], {"PENGUIFLOW_DEMO_DB": "/data/pf.db"}) == Path("run.db")
 
 
 async def test_concurrency_example_runs_calls_in_parallel(load: Loader) -> None:

@@ -337,3 +337,55 @@ async def test_stream_flow_drains_under_backpressure() -> None:
         assert [c.seq for c in items] == list(range(5))
     finally:
         await flow.stop()
+
+
+async def test_concurrent_streams_each_read_only_their_own_trace() -> None:
+    """Instead of two ``stream_flow``s (which share the plain ``fetch()`` queue), each caller
+    emits with its own trace id and loops on ``fetch(trace_id=...)``.
+
+    The node produces the two traces' chunks alternately (a0 b0 a1 b1 a2 b2). Caller ``a``
+    reads them as they come; caller ``b`` starts reading only once all six are out, so after
+    its first fetch its other items wait in the shared queue and each later fetch claims the
+    next one.
+    """
+    turns = [asyncio.Event() for _ in range(6)]
+
+    async def talker(msg: Message, ctx: Any) -> Message:
+        me = 0 if msg.payload == "a" else 1
+        for index in range(3):
+            step = 2 * index + me
+            if step:
+                await turns[step - 1].wait()
+            await ctx.emit_chunk(parent=msg, text=f"{msg.payload}{index}", done=index == 2)
+            turns[step].set()
+        return msg.model_copy(update={"payload": FinalAnswer(text=msg.payload)})
+
+    node = Node(talker, name="talker", policy=NodePolicy(validate="none", concurrency=2))
+    flow = create(node.to())
+    flow.run()
+
+    async def read(trace_id: str, start: asyncio.Event) -> list[Any]:
+        await flow.emit(make_msg(trace_id), trace_id=trace_id)
+        await start.wait()
+        got = []
+        while True:
+            item = await flow.fetch(trace_id=trace_id)
+            got.append(item.payload)
+            if not isinstance(item.payload, StreamChunk):
+                return got
+
+    now = asyncio.Event()
+    now.set()
+    try:
+        async with asyncio.timeout(5):
+            got_a, got_b = await asyncio.gather(read("a", now), read("b", turns[-1]))
+    finally:
+        await flow.stop()
+    for trace_id, got in (("a", got_a), ("b", got_b)):
+        *chunks, final = got
+        assert [(c.stream_id, c.seq, c.text, c.done) for c in chunks] == [
+            (trace_id, 0, f"{trace_id}0", False),
+            (trace_id, 1, f"{trace_id}1", False),
+            (trace_id, 2, f"{trace_id}2", True),
+        ]
+        assert final == FinalAnswer(text=trace_id)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 LOOPS = ("asyncio", "uvloop")
 UVLOOP_MISSING = (
-    "uvloop is not installed, so it cannot be measured: pip install 'penguiflow[uvloop]'"
+    "uvloop is not installed, so it cannot be measured: pip install 'penguiflow-runtime[uvloop]'"
 )
 HOPS = 4
 MAXSIZE = 64

@@ -19,7 +19,7 @@ What to look for:
 
 Run it against any Redis (the only need)::
 
-    pip install 'penguiflow[redis]'
+    pip install 'penguiflow-runtime[redis]'
     export PENGUIFLOW_REDIS_URL=redis://127.0.0.1:6379/0
     penguiflow worker examples/distributed.py:build --nodes retrieve &
     penguiflow worker examples/distributed.py:build --nodes answer &

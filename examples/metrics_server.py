@@ -7,7 +7,8 @@ and, given the flow, reads queue depths and health at scrape time. ``serve_metri
 ``GET /metrics`` for Prometheus and ``GET /healthz`` for liveness/readiness probes. ``main()``
 answers a few requests, then scrapes its own endpoint as Prometheus would.
 
-Run it with ``python examples/metrics_server.py`` (``pip install 'penguiflow[prometheus]'``).
+Run it with ``python examples/metrics_server.py`` (``pip install
+'penguiflow-runtime[prometheus]'``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ the span is current.
 Here spans go to memory so that ``main()`` can return the tree; in a service, give the
 provider a ``BatchSpanProcessor`` with an OTLP exporter instead.
 
-Run it with ``python examples/tracing.py`` (``pip install 'penguiflow[otel]'
+Run it with ``python examples/tracing.py`` (``pip install 'penguiflow-runtime[otel]'
 opentelemetry-sdk``).
 """
 

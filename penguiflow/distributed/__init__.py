@@ -2,7 +2,7 @@
 
 Workers serve a flow's nodes (``serve``, or ``penguiflow worker``); callers emit and fetch
 through a ``RemoteFlow``. redis-py is an optional dependency (``pip install
-'penguiflow[redis]'``), imported when a backend first connects.
+'penguiflow-runtime[redis]'``), imported when a backend first connects.
 """
 
 from .backend import DeadLetter as DeadLetter

@@ -11,7 +11,8 @@ from .errors import BackendUnavailable
 __all__ = ["check_reachable", "open_client", "redact", "require_redis"]
 
 MISSING_REDIS = (
-    "penguiflow.distributed needs redis-py; install the extra: pip install 'penguiflow[redis]'"
+    "penguiflow.distributed needs redis-py; install the extra: "
+    "pip install 'penguiflow-runtime[redis]'"
 )
 
 

@@ -5,8 +5,8 @@ optional extras and this package imports none of them: the names below load thei
 first access, and that module says which extra to install if its dependency is missing.
 
 - ``PrometheusMetrics``, ``serve_metrics``, ``MetricsServer``: ``pip install
-  'penguiflow[prometheus]'`` (``prometheus-client``).
-- ``OpenTelemetryTracing``: ``pip install 'penguiflow[otel]'`` (``opentelemetry-api``).
+  'penguiflow-runtime[prometheus]'`` (``prometheus-client``).
+- ``OpenTelemetryTracing``: ``pip install 'penguiflow-runtime[otel]'`` (``opentelemetry-api``).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "penguiflow.observe needs prometheus-client to serve metrics: "
-        "pip install 'penguiflow[prometheus]'"
+        "pip install 'penguiflow-runtime[prometheus]'"
     ) from exc
 
 from ._health_collector import call_on_loop

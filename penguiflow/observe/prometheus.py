@@ -7,7 +7,7 @@ nothing per event: a collector reads them from ``flow.health()`` when the regist
 
 ``serve_metrics`` (from ``_server``) exposes the registry and ``flow.health()`` over HTTP.
 
-Requires the ``prometheus`` extra: ``pip install 'penguiflow[prometheus]'``.
+Requires the ``prometheus`` extra: ``pip install 'penguiflow-runtime[prometheus]'``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "penguiflow.observe.prometheus needs prometheus-client: "
-        "pip install 'penguiflow[prometheus]'"
+        "pip install 'penguiflow-runtime[prometheus]'"
     ) from exc
 
 from .. import _events as events

@@ -11,7 +11,7 @@ attached it. An attempt that ends in another task just ends its span; its token 
 detached the next time the attaching task delivers an event, so that task's next span does
 not nest under the ended one.
 
-Requires the ``otel`` extra: ``pip install 'penguiflow[otel]'``.
+Requires the ``otel`` extra: ``pip install 'penguiflow-runtime[otel]'``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ try:
     from opentelemetry.trace import Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "penguiflow.observe.tracing needs opentelemetry-api: pip install 'penguiflow[otel]'"
+        "penguiflow.observe.tracing needs opentelemetry-api: pip install 'penguiflow-runtime[otel]'"
     ) from exc
 
 from .. import _events as events

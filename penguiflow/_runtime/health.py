@@ -97,6 +97,7 @@ def health_of(
                 restarts=status.restarts,
                 breaker=status.breaker.state if status.breaker is not None else None,
                 last_error=status.last_error,
+                in_flight=sum(1 for w in mine if w.item is not None),
             )
         )
     floe_health = tuple(

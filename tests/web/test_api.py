@@ -93,7 +93,7 @@ async def test_memory_traces_have_status_and_timeline() -> None:
         await within(flow.fetch(trace_id="held-1"))
     statuses = {t["trace_id"]: t["status"] for t in listing["traces"]}
     assert statuses == {"ok-1": "finished", "bad-1": "failed", "held-1": "running"}
-    assert [t["trace_id"] for t in listing["traces"]][0] == "held-1"  # newest first
+    assert listing["traces"][0]["trace_id"] == "held-1"  # newest first
     assert listing["source"] == "memory"
     kinds = [(e["node"], e["kind"]) for e in timeline["events"]]
     assert kinds == [

@@ -8,6 +8,7 @@ import logging
 import re
 
 import pytest
+
 from penguiflow.web import create_app
 from penguiflow.web._sanitize import REDACTION_FAILED, Sanitizer
 

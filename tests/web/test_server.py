@@ -107,9 +107,11 @@ async def test_ipv6_loopback_and_localhost() -> None:
         assert server.url == f"http://[::1]:{server.port}/"
         async with tcp_client(server.url) as client:
             assert (await client.get("/api/graph")).status_code == 200
-    async with await serve_flow(flow, host="localhost", port=0) as server:
-        async with tcp_client(f"http://localhost:{server.port}") as client:
-            assert (await client.get("/api/graph")).status_code == 200
+    async with (
+        await serve_flow(flow, host="localhost", port=0) as server,
+        tcp_client(f"http://localhost:{server.port}") as client,
+    ):
+        assert (await client.get("/api/graph")).status_code == 200
 
 
 async def test_a_port_in_use_is_an_os_error() -> None:
@@ -140,11 +142,11 @@ async def test_serve_forever_returns_when_closed_and_closes_when_cancelled() -> 
 
 async def test_bad_arguments_are_named() -> None:
     flow = create(node(echo, "echo").to())
-    with pytest.raises(ValueError, match="interval_s=...\\) must be > 0, got 0"):
+    with pytest.raises(ValueError, match=r"interval_s=\.\.\.\) must be > 0, got 0"):
         await serve_flow(flow, port=0, interval_s=0)
     with pytest.raises(ValueError, match="max_payload_chars must be an int >= 32, got 5"):
         await serve_flow(flow, port=0, max_payload_chars=5)
-    with pytest.raises(TypeError, match="needs list_traces\\(\\) and load_history\\(\\)"):
+    with pytest.raises(TypeError, match=r"needs list_traces\(\) and load_history\(\)"):
         await serve_flow(flow, port=0, store=object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_traces must be an int >= 1, got 0"):
         await serve_flow(flow, port=0, max_traces=0)

@@ -7,7 +7,7 @@
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
   const NODE_W = 200;
-  const NODE_H = 84;
+  const NODE_H = 100;
   const END_W = 96;
   const END_H = 36;
   const COL_GAP = 70;
@@ -185,7 +185,7 @@
     name.textContent = node.name;
     group.appendChild(name);
     const fields = {};
-    ["queue", "rate", "workers"].forEach((field, i) => {
+    ["queue", "rate", "outcomes", "workers"].forEach((field, i) => {
       const line = svg("text", { x: 10, y: 38 + i * 16, class: "figure" });
       line.setAttribute("data-field", field);
       group.appendChild(line);
@@ -231,8 +231,9 @@
       if (!entry) continue;
       const q = f.queue_capacity === null ? f.queue_depth + "/\u221e" : capacityText(f.queue_depth, f.queue_capacity);
       entry.fields.queue.textContent = "queue " + q + " \u00b7 busy " + f.in_flight + "/" + f.workers;
-      entry.fields.rate.textContent =
-        f.rate.toFixed(1) + "/s \u00b7 ok " + f.succeeded + " \u00b7 err " + (f.errors + f.failed);
+      entry.fields.rate.textContent = f.rate.toFixed(1) + " ok/s";
+      entry.fields.outcomes.textContent =
+        "ok " + f.succeeded + " \u00b7 err " + f.errors + " \u00b7 failed " + f.failed;
       entry.fields.workers.textContent =
         "alive " + f.workers_alive + "/" + f.workers + (f.breaker ? " \u00b7 breaker " + f.breaker : "");
       let cls = "node";

@@ -33,7 +33,6 @@ import ipaddress
 import json
 import os
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Final, final
 from urllib.parse import parse_qs
 
@@ -175,16 +174,12 @@ class Guard:
             given.strip().encode(), self.token.encode()
         ):
             return "bearer"
-        cookie = SimpleCookie()
-        try:
-            cookie.load(headers.get("cookie", ""))
-        except CookieError:  # a malformed header proves nothing
-            return None
-        morsel = cookie.get(COOKIE)
-        if morsel is not None and hmac.compare_digest(
-            morsel.value.encode(), self.cookie_value.encode()
-        ):
-            return "cookie"
+        # Read by hand: other sites' cookies on this host may be malformed, and
+        # http.cookies would then refuse the whole header, ours with it.
+        for pair in headers.get("cookie", "").split(";"):
+            name, _, value = pair.strip().partition("=")
+            if name == COOKIE and hmac.compare_digest(value.encode(), self.cookie_value.encode()):
+                return "cookie"
         return None
 
     def _login(self, scope: Scope, path: str) -> _Denial:

@@ -95,9 +95,8 @@ def msg(payload: Any, trace_id: str) -> Message:
 def asgi_client(app: Starlette, **kwargs: Any) -> httpx.AsyncClient:
     """A client that calls ``app`` in-process, as from 127.0.0.1 to host 127.0.0.1."""
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50123))
-    return httpx.AsyncClient(
-        transport=transport, base_url="http://127.0.0.1:8787", timeout=TIMEOUT, **kwargs
-    )
+    kwargs.setdefault("base_url", "http://127.0.0.1:8787")
+    return httpx.AsyncClient(transport=transport, timeout=TIMEOUT, **kwargs)
 
 
 def tcp_client(url: str, **kwargs: Any) -> httpx.AsyncClient:

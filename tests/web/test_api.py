@@ -144,6 +144,9 @@ async def test_store_traces_show_input_and_history(tmp_path: Path) -> None:
             listing = (await client.get("/api/traces")).json()
             timeline = (await client.get("/api/traces/s-1")).json()
             missing = await client.get("/api/traces/none-such")
+            health = (await client.get("/healthz")).json()
+    assert health["store"] == f"SQLiteStore('{tmp_path / 'flow.db'}')"
+    assert health["store_status"] == "ok"
     assert listing["source"] == "store"
     assert "SQLiteStore" in listing["notes"][0]
     (trace,) = listing["traces"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from core.helpers import TIMEOUT, running, within
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Locator, Page, async_playwright, expect
 
 from penguiflow.stores import SQLiteStore
 from penguiflow.web import serve_flow
@@ -59,7 +59,7 @@ async def page() -> AsyncIterator[Page]:
             await browser.close()
 
 
-def figure(page: Page, node: str, field: str) -> object:
+def figure(page: Page, node: str, field: str) -> Locator:
     return page.locator(f'[data-node="{node}"] [data-field="{field}"]')
 
 
@@ -79,14 +79,20 @@ async def test_the_page_follows_the_flow_and_shows_payloads_as_text(
             flow.add_middleware(seen)
             await page.goto(server.url)
             await expect(page.locator("#health")).to_have_text("ok", timeout=WAIT_MS)
-            await expect(figure(page, "prepare", "outcomes")).to_contain_text("ok 0", timeout=WAIT_MS)
+            await expect(figure(page, "prepare", "outcomes")).to_contain_text(
+                "ok 0", timeout=WAIT_MS
+            )
 
             # The figures follow the flow: three traces through, then one held in the node.
             for index in range(3):
                 await flow.emit(msg(f"job {index}", f"job-{index}"))
                 await within(flow.fetch(trace_id=f"job-{index}"))
-            await expect(figure(page, "prepare", "outcomes")).to_contain_text("ok 3", timeout=WAIT_MS)
-            await expect(figure(page, "answer", "outcomes")).to_contain_text("ok 3", timeout=WAIT_MS)
+            await expect(figure(page, "prepare", "outcomes")).to_contain_text(
+                "ok 3", timeout=WAIT_MS
+            )
+            await expect(figure(page, "answer", "outcomes")).to_contain_text(
+                "ok 3", timeout=WAIT_MS
+            )
             await flow.emit(msg("hold this one", "held"))
             await within(gate.entered.wait())
             busy = figure(page, "prepare", "queue")

@@ -57,6 +57,9 @@ class NodeHealth:
     """The circuit breaker's state, or None without a breaker."""
     last_error: NodeError | None
     """The node's last final failure, if any."""
+    in_flight: int = 0
+    """Items the node's workers are handling now (taken and not yet finished), at most
+    ``workers``."""
 
 
 @dataclass(frozen=True, slots=True)

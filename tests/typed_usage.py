@@ -70,5 +70,19 @@ def shapes() -> tuple[Endpoint, Endpoint, type[Floe[Any]], FlowErrorCode, type[T
     return OPEN_SEA, ROOKERY, Floe, FlowErrorCode.NODE_TIMEOUT, TraceCancelled
 
 
+async def live_page(flow: PenguiFlow) -> int:
+    from penguiflow.web import WebServer, create_app, serve_flow
+
+    app = create_app(flow, control=False, redact=str.strip, max_payload_chars=500)
+    assert app.state.penguiflow is not None
+    server: WebServer = await serve_flow(flow, host="127.0.0.1", port=0, token="t")
+    async with server:
+        url: str = server.url
+        assert url
+    live: list[str] = flow.active_traces()
+    in_flight: int = flow.health().nodes[0].in_flight
+    return server.port + len(live) + in_flight
+
+
 if __name__ == "__main__":
     print(asyncio.run(roundtrip()))

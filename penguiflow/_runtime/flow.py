@@ -688,6 +688,13 @@ class PenguiFlow:
             return
         self._owner.adopt(trace_id, task)
 
+    def active_traces(self) -> list[str]:
+        """The ids of the traces with something pending now (queued, running or unfetched).
+
+        A fresh list, in the order the traces started; cheap (one copy of the keys).
+        """
+        return list(self._traces.records)
+
     def health(self) -> FlowHealth:
         """Return a snapshot of the flow's health; synchronous and cheap.
 

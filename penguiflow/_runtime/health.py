@@ -84,21 +84,7 @@ def health_of(
 
     Before the first ``run()`` a node counts the workers its policy asks for, none alive.
     """
-    node_health = []
-    for node in nodes:
-        mine = [w for w in workers if w.node is node]
-        alive = sum(1 for w in mine if w.task is not None and not w.task.done())
-        status = statuses[node]
-        node_health.append(
-            NodeHealth(
-                name=node.name or node.node_id,
-                workers=len(mine) or node.policy.concurrency,
-                workers_alive=alive,
-                restarts=status.restarts,
-                breaker=status.breaker.state if status.breaker is not None else None,
-                last_error=status.last_error,
-            )
-        )
+    node_health = [_node_health(node, workers, statuses[node]) for node in nodes]
     floe_health = tuple(
         FloeHealth(
             source=getattr(floe.source, "name", None) or "",
@@ -129,6 +115,19 @@ def health_of(
         roundtrip_limit=results.roundtrip_limit,
         store_status=stored,
         store=describe_store(store),
+    )
+
+
+def _node_health(node: Node, workers: Sequence[Worker], status: NodeStatus) -> NodeHealth:
+    mine = [w for w in workers if w.node is node]
+    return NodeHealth(
+        name=node.name or node.node_id,
+        workers=len(mine) or node.policy.concurrency,
+        workers_alive=sum(1 for w in mine if w.task is not None and not w.task.done()),
+        restarts=status.restarts,
+        breaker=status.breaker.state if status.breaker is not None else None,
+        last_error=status.last_error,
+        in_flight=sum(1 for w in mine if w.item is not None),
     )
 
 

@@ -220,9 +220,17 @@ class RedisBackend:
 
         Raises:
             BackendUnavailable: Redis does not answer (at the first connection).
-            redis.ConnectionError: the server went away since.
+            redis.ConnectionError: the server went away since, and a second try failed too.
         """
         client = await self.connect()
+        try:
+            return await self._overview(client, flow)
+        except self.connection_errors():
+            # A pooled connection from before a server restart fails once; reads are safe
+            # to repeat, on a fresh connection.
+            return await self._overview(client, flow)
+
+    async def _overview(self, client: Any, flow: PenguiFlow | None) -> FlowOverview:
         if flow is None:
             edges, nodes = await discover(client, self.keys)
         else:

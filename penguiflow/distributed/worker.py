@@ -401,6 +401,8 @@ async def _listen(backend: RedisBackend, client: Any, book: CancelBook, link: Li
     them (checked when entries are read and again at commit).
     """
     errors = backend.connection_errors()
+    task = asyncio.current_task()
+    assert task is not None
     failures = 0
     while True:
         pubsub = client.pubsub()
@@ -410,6 +412,10 @@ async def _listen(backend: RedisBackend, client: Any, book: CancelBook, link: Li
             link.up()
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if task.cancelling():
+                    # redis-py's timed read can take a cancel for its own timeout and return
+                    # None; the cancel must not be lost.
+                    raise asyncio.CancelledError
                 if message is not None:
                     book.cancel(str(message["data"]))
         except errors as exc:

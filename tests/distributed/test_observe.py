@@ -46,11 +46,16 @@ async def _settled(worker: Worker, acked: int) -> bool:
     return all(node.acked >= acked for node in worker.health().nodes)
 
 
-def _status_is(worker: Worker, status: str) -> Any:
-    async def check() -> bool:
-        return worker.health().status == status
+async def _health_when(worker: Worker, status: str) -> WorkerHealth:
+    """The first snapshot of ``worker``'s health with ``status``."""
+    found: list[WorkerHealth] = []
 
-    return check
+    async def check() -> bool:
+        found.append(worker.health())
+        return found[-1].status == status
+
+    await until(check)
+    return found[-1]
 
 
 @pytest.mark.timeout(60)
@@ -79,18 +84,15 @@ async def test_worker_health_follows_a_redis_outage(secured_redis_server: RedisS
             listed = await backend.overview(flow)
 
             server.shutdown()
-            await until(_status_is(worker, "degraded"))
-            snapshots.append(degraded := worker.health())
+            snapshots.append(degraded := await _health_when(worker, "degraded"))
             degraded_reply = await http_get(endpoint.port, "/healthz")
             degraded_metrics = await http_get(endpoint.port, "/metrics")
 
-            await until(_status_is(worker, "failing"))
-            snapshots.append(failing := worker.health())
+            snapshots.append(failing := await _health_when(worker, "failing"))
             failing_reply = await http_get(endpoint.port, "/healthz")
 
             server.start()
-            await until(_status_is(worker, "ok"))
-            snapshots.append(recovered := worker.health())
+            snapshots.append(recovered := await _health_when(worker, "ok"))
             ok_metrics = await http_get(endpoint.port, "/metrics")
             bodies += [degraded_reply.body, degraded_metrics.body, failing_reply.body]
             bodies.append(ok_metrics.body)

@@ -277,7 +277,8 @@ async def test_a_worker_process_serves_its_metrics_and_health(
     metrics = await http_get(port, "/metrics")
     health = await http_get(port, "/healthz")
 
-    assert f"metrics=http://127.0.0.1:{port}" in worker.lines[0]
+    ready = next(line for line in worker.lines if "worker ready" in line)
+    assert f"consumer=obs-m metrics=http://127.0.0.1:{port}" in ready
     samples = Samples(metrics.body.decode())
     for node in ("first", "second"):
         assert samples("penguiflow_worker_entries_consumed_total", node=node) == 5

@@ -86,3 +86,18 @@ async def live_page(flow: PenguiFlow) -> int:
 
 if __name__ == "__main__":
     print(asyncio.run(roundtrip()))
+
+
+async def watch(flow: PenguiFlow) -> tuple[str, int, list[bool]]:
+    """A distributed worker's health, the flow's overview from Redis, and a metrics endpoint."""
+    from penguiflow.distributed import FlowOverview, RedisBackend, Worker, WorkerHealth
+    from penguiflow.observe import serve_worker_metrics
+
+    backend = RedisBackend("redis://127.0.0.1:6379/0", flow_id="typed")
+    worker = Worker(flow, backend, nodes=["upper"], concurrency=2)
+    async with await serve_worker_metrics(worker, port=0):
+        await worker.run(stop=asyncio.Event(), grace_s=1.0)
+    health: WorkerHealth = worker.health()
+    overview: FlowOverview = await backend.overview(flow)
+    edge = overview.stream(None, "upper")
+    return health.status, edge.pending, [each.alive for each in overview.workers]

@@ -7,6 +7,7 @@ The Redis URL comes from ``--redis`` or the ``PENGUIFLOW_REDIS_URL`` environment
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -41,6 +42,10 @@ def add_commands(commands: Any) -> None:
     worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish on stop")
     worker.add_argument("--consumer", help="consumer name (default: host:pid:random)")
     worker.add_argument("--log-level", default="warning", help="logged to stderr from this level")
+    worker.add_argument(
+        "--metrics-port", type=int, help="serve /metrics and /healthz (prometheus extra)"
+    )
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="where --metrics-port listens")
     worker.set_defaults(run=_run_worker)
 
     dlq = commands.add_parser("dlq", help="list, show or re-drive a node's dead letters")
@@ -136,36 +141,44 @@ async def _serve(
     nodes: list[str] | None,
     args: argparse.Namespace,
 ) -> int:
-    from ..distributed import BackendUnavailable, serve
+    from ..distributed import BackendUnavailable, Worker
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    worker = Worker(
+        flow,
+        backend,
+        nodes=nodes,
+        concurrency=args.concurrency,
+        registry=registry,
+        consumer=args.consumer,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        metrics = ""
+        if args.metrics_port is not None:
+            from ..observe import serve_worker_metrics
 
-    def ready() -> None:
-        served = ",".join(nodes) if nodes else "all"
-        print(
-            f"penguiflow worker ready: flow={backend.flow_id} nodes={served} "
-            f"redis={backend.url} pid={os.getpid()}",
-            flush=True,
-        )
+            server = await serve_worker_metrics(
+                worker, host=args.metrics_host, port=args.metrics_port
+            )
+            stack.push_async_callback(server.close)
+            metrics = f" metrics=http://{server.host}:{server.port}"
 
-    try:
-        await serve(
-            flow,
-            backend,
-            nodes=nodes,
-            concurrency=args.concurrency,
-            registry=registry,
-            stop=stop,
-            grace_s=args.grace,
-            consumer=args.consumer,
-            ready=ready,
-        )
-    except BackendUnavailable as exc:
-        print(f"penguiflow worker: {exc}", file=sys.stderr, flush=True)
-        return 2
+        def ready() -> None:
+            served = ",".join(nodes) if nodes else "all"
+            print(
+                f"penguiflow worker ready: flow={backend.flow_id} nodes={served} "
+                f"redis={backend.url} pid={os.getpid()} consumer={worker.name}{metrics}",
+                flush=True,
+            )
+
+        try:
+            await worker.run(stop=stop, grace_s=args.grace, ready=ready)
+        except BackendUnavailable as exc:
+            print(f"penguiflow worker: {exc}", file=sys.stderr, flush=True)
+            return 2
     print("penguiflow worker stopped", flush=True)
     return 0
 

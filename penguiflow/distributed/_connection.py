@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import BackendUnavailable
 
-__all__ = ["check_reachable", "open_client", "redact", "require_redis"]
+__all__ = ["check_reachable", "open_client", "redact", "require_redis", "scrub"]
 
 MISSING_REDIS = (
     "penguiflow.distributed needs redis-py; install the extra: "
@@ -42,6 +42,23 @@ def redact(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port is not None else ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` (as written, and percent-decoded) replaced by ``***``.
+
+    For error texts a health report or a log shows: a server's or a library's message may
+    quote the URL or the credentials it was given.
+    """
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    if not password:
+        return text
+    for secret in {password, unquote(password)}:
+        text = text.replace(secret, "***")
+    return text
 
 
 def open_client(url: str, *, block_ms: int) -> Any:

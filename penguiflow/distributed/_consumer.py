@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._commit import Committer
     from ._envelope import Envelope, TypeTable
     from ._keys import Topology
+    from ._tally import Link, NodeTally
     from .backend import RedisBackend, Scripts
 
 __all__ = ["CancelBook", "Entry", "NodeConsumer"]
@@ -97,6 +98,8 @@ class NodeConsumer:
         book: CancelBook,
         concurrency: int,
         consumer: str,
+        tally: NodeTally,
+        link: Link,
     ) -> None:
         self.node = node
         self.group = name_of(node)
@@ -104,6 +107,7 @@ class NodeConsumer:
         self.backend, self.client, self.scripts = backend, client, scripts
         self.committer, self.types, self.book = committer, types, book
         self.consumer = consumer
+        self.tally, self.link = tally, link  # counted here, read by the worker's health
         self.read_ahead = 2
         """Entries held per slot: one running, one read ahead."""
         self.runs = f"{backend.keys.prefix}runs:{self.group}"
@@ -146,8 +150,10 @@ class NodeConsumer:
                     await self.create_groups()
                 await self._step()
                 failures = 0
+                self.link.up()
             except self.errors as exc:
                 failures += 1
+                self.link.lost(exc)
                 _warn("distributed_redis_unavailable", self, exc)
                 await sleep_backoff(failures)
             except Exception as exc:
@@ -200,6 +206,7 @@ class NodeConsumer:
             await self._admit(entries)
 
     async def _admit(self, entries: list[Entry]) -> None:
+        self.tally.consumed += len(entries)
         decoded: list[tuple[Entry, Envelope, Any]] = []
         for entry in entries:
             self.held[entry.stream, entry.id] = None
@@ -297,12 +304,13 @@ class NodeConsumer:
         trace_id = envelope.trace_id
         try:
             await slot.run(item, trace_id, envelope.reply_to)
-            await self._commit(slot, entry, trace_id)
+            code = await self._commit(slot, entry, trace_id)
         except Exception as exc:
             # A fault outside the node (the node's own failures became FlowErrors): the entry
             # stays pending, no longer heartbeated, and is taken over after min_idle (by any
             # worker, this one included), counted as a delivery.
             self.held.pop(key, None)
+            self.tally.failed += 1
             logger.exception(
                 "distributed_entry_failed",
                 extra={
@@ -315,6 +323,7 @@ class NodeConsumer:
             )
         else:
             self.held.pop(key, None)
+            self.tally.settled(code)
         finally:
             self.give_back(slot)
             if trace_id is not None and self.book.traces.is_cancelled(trace_id):
@@ -339,6 +348,7 @@ class NodeConsumer:
                 code, _index = await self.committer.commit(names, args)
             except self.errors as exc:
                 attempt += 1
+                self.link.lost(exc)
                 _warn("distributed_commit_retry", self, exc)
                 await sleep_backoff(attempt)
                 continue
@@ -371,6 +381,7 @@ class NodeConsumer:
                 if not self.stopping:
                     await self._reclaim()
             except self.errors as exc:
+                self.link.lost(exc)
                 _warn("distributed_redis_unavailable", self, exc)
             except Exception as exc:
                 if "NOGROUP" in str(exc):
@@ -412,6 +423,7 @@ class NodeConsumer:
                 pipe.hget(self.runs, f"{stream}/{entry_id}")
             counts = await pipe.execute()
         limit = self.backend.max_deliveries
+        self.tally.taken_over += len(claimed)
         for (entry_id, fields), solo_runs in zip(claimed, counts, strict=True):
             entry = Entry(stream, entry_id, fields.get("e", ""))
             runs = 1 + int(solo_runs or 0)
@@ -429,11 +441,12 @@ class NodeConsumer:
 
     async def dead_letter(self, entry: Entry, reason: str) -> None:
         """Move ``entry`` to the node's dead-letter stream."""
-        await self.scripts.dead_letter(
+        moved = await self.scripts.dead_letter(
             keys=[entry.stream, self.backend.keys.dead_letters(self.group)],
             args=[self.group, self.consumer, entry.id, reason],
         )
         self.held.pop((entry.stream, entry.id), None)
+        self.tally.dead_lettered += int(moved)  # 0: another worker had taken it over
         logger.error(
             "distributed_dead_letter",
             extra={

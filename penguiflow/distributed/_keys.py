@@ -50,6 +50,16 @@ class Keys:
         return f"{self.prefix}dd:{envelope_id}"
 
     @property
+    def workers(self) -> str:
+        """The sorted set of worker names, scored by when their heartbeat expires (ms)."""
+        return f"{self.prefix}workers"
+
+    @property
+    def worker_info(self) -> str:
+        """The hash of what each worker serves (JSON by worker name)."""
+        return f"{self.prefix}worker-info"
+
+    @property
     def cancel_channel(self) -> str:
         """The pub/sub channel that announces cancelled traces."""
         return f"{self.prefix}cancel"

@@ -21,6 +21,7 @@ __all__ = [
     "EMIT_DUPLICATE",
     "EMIT_FULL",
     "HEARTBEAT",
+    "PRESENCE",
 ]
 
 EMIT_FULL: Final = 0
@@ -128,4 +129,22 @@ redis.call('XADD', KEYS[2], '*', 'stream', KEYS[1], 'id', ARGV[3], 'node', ARGV[
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 return 1
+"""
+
+# KEYS: the flow's worker set, the flow's worker-info hash.  ARGV: worker name, its info (JSON),
+# heartbeat ttl (ms), how long a dead worker stays listed (ms).  Scores the worker by when its
+# heartbeat expires, on the server's clock (hosts' clocks may differ; the server's is the one
+# every reader compares with), and forgets workers dead for longer than ARGV[4].  Returns the
+# server's time in ms.
+PRESENCE: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]))
+for _, name in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], name)
+  redis.call('HDEL', KEYS[2], name)
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return now
 """

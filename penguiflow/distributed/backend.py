@@ -1,7 +1,7 @@
 """``RedisBackend``: where a distributed flow lives (a Redis server and a flow id).
 
-It holds the settings every process of the flow shares, and lists, inspects and re-drives
-dead letters.
+It holds the settings every process of the flow shares, lists, inspects and re-drives dead
+letters, and reads the flow's overview.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ._connection import check_reachable, open_client, redact, require_redis
+from ._connection import check_reachable, open_client, redact, require_redis, scrub
 from ._envelope import TypeTable
 from ._keys import Keys, name_of, topology_of
+from ._overview import discover, edges_of, read_overview
 from ._scripts import DEAD_LETTER, EMIT, HEARTBEAT
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .._runtime.flow import PenguiFlow
     from ..registry import ModelRegistry
     from ._keys import Topology
+    from .health import FlowOverview
 
 __all__ = ["DeadLetter", "RedisBackend"]
 
@@ -122,6 +124,10 @@ class RedisBackend:
     def __repr__(self) -> str:
         return f"RedisBackend({self.url!r}, flow_id={self.flow_id!r})"
 
+    def scrub(self, text: str) -> str:
+        """``text`` (an error's, say) with the server's password hidden."""
+        return scrub(text, self._url)
+
     # -- connections ----------------------------------------------------------------------------
 
     def open(self) -> Any:
@@ -196,6 +202,40 @@ class RedisBackend:
     def consumer_name() -> str:
         """A consumer name unique to this process: host, pid and a random suffix."""
         return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    # -- the flow as Redis holds it -------------------------------------------------------------
+
+    async def overview(self, flow: PenguiFlow | None = None) -> FlowOverview:
+        """Read the flow's state from Redis: its streams, groups, dead letters and workers.
+
+        Per edge stream: its depth, the consuming node's pending count and lag, the idle time
+        of its oldest pending entry, and each consumer with its idle time and whether its
+        worker's heartbeat is alive. Per node: its dead letters. And every worker known by its
+        heartbeat, with the nodes it serves. All of it is read in one transaction, so the
+        numbers are of one instant. Only reads: any process may call it, as often as it likes.
+
+        Args:
+            flow: The flow, for its exact edges; without it, the streams found in Redis
+                (``SCAN``) are read, so a process that lacks the flow's code can watch it.
+
+        Raises:
+            BackendUnavailable: Redis does not answer (at the first connection).
+            redis.ConnectionError: the server went away since, and a second try failed too.
+        """
+        client = await self.connect()
+        try:
+            return await self._overview(client, flow)
+        except self.connection_errors():
+            # A pooled connection from before a server restart fails once; reads are safe
+            # to repeat, on a fresh connection.
+            return await self._overview(client, flow)
+
+    async def _overview(self, client: Any, flow: PenguiFlow | None) -> FlowOverview:
+        if flow is None:
+            edges, nodes = await discover(client, self.keys)
+        else:
+            edges, nodes = edges_of(self.topology(flow))
+        return await read_overview(client, self.keys, edges, nodes)
 
     # -- dead letters ---------------------------------------------------------------------------
 

@@ -4,9 +4,16 @@ Both are middlewares, so they cost nothing unless added to a flow. Their depende
 optional extras and this package imports none of them: the names below load their module on
 first access, and that module says which extra to install if its dependency is missing.
 
+<<<<<<< HEAD
 - ``PrometheusMetrics``, ``serve_metrics``, ``MetricsServer``: ``pip install
   'penguiflow-runtime[prometheus]'`` (``prometheus-client``).
 - ``OpenTelemetryTracing``: ``pip install 'penguiflow-runtime[otel]'`` (``opentelemetry-api``).
+=======
+- ``PrometheusMetrics``, ``serve_metrics``, ``MetricsServer``, and for a distributed
+  worker ``WorkerCollector`` and ``serve_worker_metrics``: ``pip install
+  'penguiflow[prometheus]'`` (``prometheus-client``).
+- ``OpenTelemetryTracing``: ``pip install 'penguiflow[otel]'`` (``opentelemetry-api``).
+>>>>>>> redobs
 """
 
 from __future__ import annotations
@@ -17,16 +24,27 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._server import MetricsServer as MetricsServer
     from ._server import serve_metrics as serve_metrics
+    from ._worker_metrics import WorkerCollector as WorkerCollector
+    from ._worker_metrics import serve_worker_metrics as serve_worker_metrics
     from .prometheus import PrometheusMetrics as PrometheusMetrics
     from .tracing import OpenTelemetryTracing as OpenTelemetryTracing
 
-__all__ = ["MetricsServer", "OpenTelemetryTracing", "PrometheusMetrics", "serve_metrics"]
+__all__ = [
+    "MetricsServer",
+    "OpenTelemetryTracing",
+    "PrometheusMetrics",
+    "WorkerCollector",
+    "serve_metrics",
+    "serve_worker_metrics",
+]
 
 _HOMES = {
     "MetricsServer": "prometheus",
     "PrometheusMetrics": "prometheus",
     "serve_metrics": "prometheus",
     "OpenTelemetryTracing": "tracing",
+    "WorkerCollector": "_worker_metrics",
+    "serve_worker_metrics": "_worker_metrics",
 }
 
 

@@ -31,7 +31,7 @@ import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Final, Protocol, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, final
 
 try:
     from prometheus_client.exposition import choose_encoder
@@ -45,13 +45,12 @@ from ._health_collector import call_on_loop
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from dataclasses import Field
     from types import TracebackType
 
     from prometheus_client import CollectorRegistry
 
-    from ..core import PenguiFlow
-
-__all__ = ["ANSWER_TIMEOUT_S", "IDLE_TIMEOUT_S", "MetricsServer", "serve_metrics"]
+__all__ = ["ANSWER_TIMEOUT_S", "IDLE_TIMEOUT_S", "MetricsServer", "Observed", "serve_metrics"]
 
 
 class Registered(Protocol):
@@ -60,6 +59,23 @@ class Registered(Protocol):
     @property
     def registry(self) -> CollectorRegistry:
         """The prometheus-client registry to encode."""
+
+
+class Snapshot(Protocol):
+    """A health snapshot: a dataclass (served as its JSON) with a ``status``."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``degraded`` or ``failing``."""
+
+
+class Observed(Protocol):
+    """What ``/healthz`` reports on: a ``PenguiFlow``, or a distributed ``Worker``."""
+
+    def health(self) -> Snapshot:
+        """A health snapshot, taken on the event loop the server answers on."""
 
 
 IDLE_TIMEOUT_S: Final = 60.0
@@ -176,7 +192,7 @@ class MetricsServer:
     """A listening metrics endpoint, returned by ``serve_metrics``; not built directly.
 
     Serves ``GET /metrics`` (the registry of ``metrics`` in the Prometheus text format, or
-    OpenMetrics when the scraper asks for it) and ``GET /healthz`` (``flow.health()`` as JSON,
+    OpenMetrics when the scraper asks for it) and ``GET /healthz`` (``health()`` as JSON,
     status 200 for ``ok`` and ``degraded``, 503 for ``failing``). Other paths get 404, other
     methods 405; a request the flow's loop does not answer within ``ANSWER_TIMEOUT_S`` gets
     503. An ``async with`` block closes it on exit.
@@ -193,7 +209,7 @@ class MetricsServer:
         "port",
     )
 
-    def __init__(self, flow: PenguiFlow, metrics: Registered) -> None:
+    def __init__(self, flow: Observed, metrics: Registered) -> None:
         self._flow = flow
         self._metrics = metrics
         self._listener: socket.socket | None = None
@@ -308,13 +324,16 @@ class MetricsServer:
 
 
 async def serve_metrics(
-    flow: PenguiFlow,
+    flow: Observed,
     metrics: Registered,
     *,
     host: str = "127.0.0.1",
     port: int = 9464,
 ) -> MetricsServer:
     """Serve ``metrics`` and ``flow``'s health over HTTP until the server is closed.
+
+    ``flow`` is a ``PenguiFlow`` or anything else with a ``health()`` snapshot, such as a
+    distributed ``Worker`` (see ``serve_worker_metrics``).
 
     Use ``port=0`` to let the system choose a free port; read it from ``server.port``. A host
     name is resolved and its first address bound; an empty ``host`` means every interface.

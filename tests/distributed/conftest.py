@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .servers import REDIS_SERVER, RedisServer
+from .servers import REDIS_SERVER, SECRET, RedisServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -26,15 +26,25 @@ def _required() -> bool:
     )
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def _server(directory: Path, password: str | None = None) -> Iterator[RedisServer]:
     if not Path(REDIS_SERVER).exists():
         if _required():
             pytest.fail(f"redis-server not found at {REDIS_SERVER}")
         pytest.skip("redis-server is not installed")
-    server = RedisServer(tmp_path)
+    server = RedisServer(directory, password=password)
     try:
         server.start()
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    yield from _server(tmp_path)
+
+
+@pytest.fixture
+def secured_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """The same, with the password ``SECRET`` (``requirepass``)."""
+    yield from _server(tmp_path, SECRET)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+SECRET = "s3cret-pw"
+"""The password of the ``secured_redis_server`` fixture: tests assert it appears nowhere."""
 
 
 def free_port() -> int:

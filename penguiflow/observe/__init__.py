@@ -11,8 +11,8 @@ first access, and that module says which extra to install if its dependency is m
 =======
 - ``PrometheusMetrics``, ``serve_metrics``, ``MetricsServer``, and for a distributed
   worker ``WorkerCollector`` and ``serve_worker_metrics``: ``pip install
-  'penguiflow[prometheus]'`` (``prometheus-client``).
-- ``OpenTelemetryTracing``: ``pip install 'penguiflow[otel]'`` (``opentelemetry-api``).
+  'penguiflow-runtime[prometheus]'`` (``prometheus-client``).
+- ``OpenTelemetryTracing``: ``pip install 'penguiflow-runtime[otel]'`` (``opentelemetry-api``).
 >>>>>>> redobs
 """
 

@@ -7,7 +7,7 @@ the flow's middlewares, as in process. ``serve_worker_metrics`` puts both behind
 
 Labels are node names and health statuses only: never a URL, so never a credential.
 
-Requires the ``prometheus`` extra: ``pip install 'penguiflow[prometheus]'``.
+Requires the ``prometheus`` extra: ``pip install 'penguiflow-runtime[prometheus]'``.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            status = super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except BrokenPipeError:
@@ -49,6 +49,11 @@ class _Group(click.Group):
             message = f"error: {describe_error(exc)}"
             if not ctx.params.get("debug"):
                 message += " (--debug shows the traceback)"
+        else:
+            # A command returns its exit status; click's own main would drop it.
+            if isinstance(status, int) and status:
+                raise click.exceptions.Exit(status)
+            return status
         if ctx.params.get("debug"):
             traceback.print_exception(error, file=sys.stderr)
         click.echo(f"penguiflow: {message}", err=True)

@@ -5,7 +5,7 @@ P}`` (``line`` only from ``run``: the input line the trace came from), ``P`` bei
 ``Message``'s payload, or the item itself when the flow delivers something else. A failure
 is ``{"line": N, "trace_id": T, "error": E}``, ``E`` being the ``FlowError``'s
 ``to_payload()``: delivered to the Rookery (``emit_errors_to_rookery=True``) or, when it was
-not, taken from the ``node_failed`` event. Notes (bad input lines, the summary) go to
+not, taken from the ``node_failed`` event (a cancelled trace: ``TRACE_CANCELLED``). Notes (bad input lines, the summary) go to
 stderr, and so does a progress line, redrawn in place, when stderr is a terminal.
 """
 
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from pydantic_core import to_json
 
-from .._events import NODE_FAILED
-from ..errors import FlowError
+from .._events import NODE_FAILED, TRACE_CANCEL_START
+from ..errors import FlowError, FlowErrorCode, TraceCancelled
 from ..types import Message
 
 if TYPE_CHECKING:
@@ -47,7 +47,8 @@ class Tally:
 
 @dataclass(slots=True)
 class Failures:
-    """A middleware that keeps the ``FlowError`` of each ``node_failed`` event, by trace.
+    """A middleware that keeps, by trace, the ``FlowError`` of each ``node_failed`` event
+    and a ``TRACE_CANCELLED`` error for each ``trace_cancel_start``.
 
     It also notes every trace it hears of (``seen``), and sets the flag ``watch`` gave for
     a trace when one of its nodes fails (untraced runs wait on the flag of None).
@@ -61,11 +62,16 @@ class Failures:
         trace_id = event.trace_id
         if trace_id is not None:
             self.seen.add(trace_id)
-        if event.event_type != NODE_FAILED:
+        kind = event.event_type
+        if kind == NODE_FAILED:
+            error = event.extra.get("flow_error")
+            if not isinstance(error, dict):
+                error = {"code": "NODE_FAILED", "message": str(event.extra.get("exception"))}
+        elif kind == TRACE_CANCEL_START:
+            cancelled = TraceCancelled(str(trace_id))
+            error = {"code": FlowErrorCode.TRACE_CANCELLED.value, "message": str(cancelled)}
+        else:
             return
-        error = event.extra.get("flow_error")
-        if not isinstance(error, dict):
-            error = {"code": "NODE_FAILED", "message": str(event.extra.get("exception"))}
         self.by_trace.setdefault(trace_id, []).append(error)
         flag = self._flags.get(trace_id)
         if flag is not None:

@@ -5,10 +5,11 @@ how the command hears that a trace has ended, ``_ends``'. Here: run the flow (jo
 ``--store`` if given), and drive each line's trace from emit to end, at most
 ``--concurrency`` at once.
 
-Design note (one trace): the trace's fetch is started before its emit. Its first step
-subscribes the trace, and it is scheduled before any worker could take the message, so an
-item without a trace id of its own is still tagged for this trace. Then the command fetches
-one item after another until the trace has ended.
+Design note (one trace): a line is emitted as a roundtrip (``emit(..., trace_id=T)``),
+which subscribes the trace before the message goes in, so that an item the flow delivers
+without a trace id of its own is still tagged for the trace; then the command fetches one
+item after another until the trace has ended. Two lines that give the same trace id run
+one after the other (the roundtrip lock of the trace).
 """
 
 from __future__ import annotations
@@ -112,13 +113,14 @@ class Runner:
     async def _traced(self, number: int, item: Any, trace_id: str) -> bool:
         """Emit one traced item, report what its trace delivers until it ends."""
         flow, reporter, ends = self.flow, self.reporter, self.ends
-        trip = _Roundtrip(asyncio.ensure_future(flow.fetch(trace_id=trace_id)))
+        trip = _Roundtrip()
         ends.watch(trace_id, trip.trace_ended)
         ending = asyncio.ensure_future(trip.ended.wait())
         errors_delivered = False
         try:
-            await flow.emit(item, self.entry.node)
+            await flow.emit(item, self.entry.node, trace_id=trace_id)
             ends.attach(trace_id)
+            trip.fetcher = asyncio.ensure_future(flow.fetch(trace_id=trace_id))
             while True:
                 await asyncio.wait((trip.fetcher, ending), return_when=asyncio.FIRST_COMPLETED)
                 if not trip.fetcher.done():
@@ -129,7 +131,7 @@ class Runner:
                 trip.fetcher = asyncio.ensure_future(flow.fetch(trace_id=trace_id))
         finally:
             ends.forget(trace_id)
-            await _cancelled(trip.fetcher, ending)
+            await _cancelled(ending, *(() if trip.fetcher is None else (trip.fetcher,)))
         return self._failed(number, trace_id, errors_delivered=errors_delivered)
 
     async def _untraced(self, number: int, item: Any) -> bool:
@@ -162,8 +164,9 @@ class _Roundtrip:
 
     __slots__ = ("ended", "fetcher", "over")
 
-    def __init__(self, fetcher: asyncio.Future[Any]) -> None:
-        self.fetcher = fetcher
+    def __init__(self) -> None:
+        self.fetcher: asyncio.Future[Any] | None = None
+        """The fetch in progress, once the trace is emitted."""
         self.over = False
         """The trace has ended."""
         self.ended = asyncio.Event()

@@ -5,8 +5,9 @@ P}`` (``line`` only from ``run``: the input line the trace came from), ``P`` bei
 ``Message``'s payload, or the item itself when the flow delivers something else. A failure
 is ``{"line": N, "trace_id": T, "error": E}``, ``E`` being the ``FlowError``'s
 ``to_payload()``: delivered to the Rookery (``emit_errors_to_rookery=True``) or, when it was
-not, taken from the ``node_failed`` event (a cancelled trace: ``TRACE_CANCELLED``). Notes (bad input lines, the summary) go to
-stderr, and so does a progress line, redrawn in place, when stderr is a terminal.
+not, taken from the ``node_failed`` event (for a cancelled trace: ``TRACE_CANCELLED``).
+Notes (bad input lines, the summary) go to stderr, and so does a progress line, redrawn in
+place, when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ class Tally:
 
 @dataclass(slots=True)
 class Failures:
-    """A middleware that keeps, by trace, the ``FlowError`` of each ``node_failed`` event
-    and a ``TRACE_CANCELLED`` error for each ``trace_cancel_start``.
+    """A middleware that keeps the failures of each trace.
 
-    It also notes every trace it hears of (``seen``), and sets the flag ``watch`` gave for
-    a trace when one of its nodes fails (untraced runs wait on the flag of None).
+    A failure is the ``FlowError`` of a ``node_failed`` event, or a ``TRACE_CANCELLED``
+    error for a ``trace_cancel_start``. It also notes every trace it hears of (``seen``),
+    and sets the flag ``watch`` gave for a trace when it fails (untraced runs wait on the
+    flag of None).
     """
 
     by_trace: dict[str | None, list[dict[str, Any]]] = field(default_factory=dict)

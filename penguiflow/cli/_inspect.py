@@ -20,13 +20,15 @@ from ._errors import CommandError
 from ._stores import describe_url, opened
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ..state import StoredEvent
     from ..stores import StoredTrace
 
 __all__ = ["history", "parse_duration", "traces"]
 
+_wall_clock: Callable[[], float] = time.time
+"""What ``--since`` counts back from (epoch seconds)."""
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
 
@@ -61,7 +63,7 @@ def _duration(text: str | None) -> float | None:
 def traces(url: str, status: str | None, since: str | None, limit: int, as_json: bool) -> None:
     """List the traces a store keeps, most recently updated first."""
     window = _duration(since)
-    after = None if window is None else time.time() - window
+    after = None if window is None else _wall_clock() - window
     found = asyncio.run(_list_traces(url, status, after, limit))
     if as_json:
         for trace in found:

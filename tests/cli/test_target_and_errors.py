@@ -65,7 +65,7 @@ def test_a_bad_target_is_named_in_one_line(
     assert message in str(raised.value)
     result = penguiflow("graph", target)
     assert result.exit_code == 2
-    assert result.stderr == f"penguiflow: {str(raised.value)}\n"
+    assert result.stderr == f"penguiflow: {raised.value!s}\n"
 
 
 def test_a_module_that_fails_to_import_is_named_with_its_error(

@@ -103,7 +103,7 @@ def _trace_table(found: list[StoredTrace]) -> str:
     return _columns(rows)
 
 
-@click.command()
+@click.command(short_help="Print a trace's events as a timeline.")
 @click.argument("url", metavar="STORE_URL")
 @click.argument("trace_id")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
@@ -147,7 +147,7 @@ def _timeline(trace_id: str, events: list[StoredEvent]) -> str:
                 event.node_name or "-",
                 event.kind,
                 str(payload.get("attempt", "-")),
-                "-" if latency is None else f"{latency:.1f}ms",
+                "-" if latency is None else _millis(latency),
                 _error_of(payload),
             )
         )
@@ -162,6 +162,11 @@ def _error_of(payload: Any) -> str:
         return f"{flow_error.get('code')}: {flow_error.get('message')}"
     exception = payload.get("exception")
     return "" if exception is None else str(exception)
+
+
+def _millis(latency_ms: float) -> str:
+    """``0.012ms`` under a millisecond, else ``12.3ms``."""
+    return f"{latency_ms:.3f}ms" if latency_ms < 1 else f"{latency_ms:.1f}ms"
 
 
 def _seconds(elapsed: float) -> str:

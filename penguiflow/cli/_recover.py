@@ -40,7 +40,7 @@ class _Outcome:
     """Traces that delivered a ``FlowError``."""
 
 
-@click.command()
+@click.command(short_help="Finish the traces a crashed process left in a store.")
 @click.argument("target", metavar="MODULE:ATTR")
 @click.option("--store", "store_url", metavar="URL", required=True, help="The flow's store.")
 def recover(target: str, store_url: str) -> int:

@@ -210,7 +210,7 @@ def start_flow(flow: PenguiFlow, registry: ModelRegistry | None, target: str) ->
         raise CommandError(f"{target}: cannot run the flow: {exc}") from None
 
 
-@click.command()
+@click.command(short_help="Feed a flow JSON lines; print what it delivers.")
 @click.argument("target", metavar="MODULE:ATTR")
 @click.option(
     "--input-file",

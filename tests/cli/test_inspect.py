@@ -171,7 +171,7 @@ def test_history_is_a_timeline(penguiflow: Callable[..., Result], sqlite_url: st
         "ERROR",
     ]
     assert [re.split(r"\s{2,}", row.strip()) for row in rows] == [
-        ["+0.000s", "double", "node_start", "0", "0.0ms"],
+        ["+0.000s", "double", "node_start", "0", "0.000ms"],
         ["+0.250s", "double", "node_error", "0", "250.0ms", "ValueError('negative')"],
         [
             "+0.500s",

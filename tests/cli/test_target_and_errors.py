@@ -224,3 +224,25 @@ def test_dlq_needs_a_redis_url(
     assert result.stderr == "penguiflow: give --redis URL or set PENGUIFLOW_REDIS_URL\n"
     shown = penguiflow("dlq", "show", f"{FLOWS}:chain", "double", "--redis", "redis://x")
     assert shown.stderr == "penguiflow: dlq show takes one dead-letter id, got 0\n"
+
+
+def test_a_flow_rebuilt_on_a_store_keeps_its_graph_and_settings() -> None:
+    from penguiflow._runtime.journal import flow_key
+    from penguiflow.stores import MemoryStore
+
+    from .flows import reporting, two_entries
+
+    for flow in (reporting(), two_entries()):
+        seen: list[object] = []
+        flow.add_middleware(seen.append)
+        store = MemoryStore()
+        rebuilt = flow._with_state_store(store)
+        assert [(f.source, f.target) for f in rebuilt._floes] == [
+            (f.source, f.target) for f in flow._floes
+        ]
+        assert flow_key(rebuilt._floes) == flow_key(flow._floes)
+        assert rebuilt._middlewares == flow._middlewares
+        assert rebuilt._emit_errors_to_rookery == flow._emit_errors_to_rookery
+        assert rebuilt._state_store is store
+        with pytest.raises(ValueError, match="the flow keeps its state in MemoryStore"):
+            rebuilt._with_state_store(MemoryStore())

@@ -47,6 +47,10 @@ ALLOWED_PRIVATE_READS: dict[tuple[str, str], str] = {
     ("distributed/worker.py", "_middlewares"): _CONTRACT + " (workers deliver events to them)",
     ("distributed/_connection.py", "_replace"): "namedtuple's public method (urlsplit's result)",
     ("distributed/worker.py", "_state_store"): "workers save the flow's events to its store",
+    ("cli/_ends.py", "_traces"): "run and recover hear traces end, as join_k does",
+    ("cli/_input.py", "_floes"): _CONTRACT + " (run finds the flow's entry nodes, as viz does)",
+    ("cli/_run.py", "_with_state_store"): "run --store and recover rebuild the flow on a store",
+    ("cli/_stores.py", "_replace"): "namedtuple's public method (urlsplit's result)",
 }
 
 _QUEUE_INTERNALS = {"_queue", "_getters", "_putters", "_maxsize", "_unfinished_tasks"}

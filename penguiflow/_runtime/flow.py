@@ -329,6 +329,35 @@ class PenguiFlow:
         """Append a middleware; it sees every event from now on."""
         self._middlewares.append(middleware)
 
+    def _with_state_store(self, store: StateStore) -> PenguiFlow:
+        """A new flow of the same nodes, edges and settings, that keeps its state in ``store``.
+
+        For the ``penguiflow`` command (``run --store``, ``recover``): a flow's store is wired
+        in when the flow is built. Nodes are in the order they were first named, then the
+        edges in their order, so the new flow's floes, and its key in the store, are the same.
+        The two flows share their nodes: run one of them only.
+
+        Raises:
+            ValueError: this flow has a state store already.
+        """
+        if self._state_store is not None:
+            raise ValueError(f"the flow keeps its state in {describe_store(self._state_store)}")
+        edges: list[tuple[Node, Sequence[Node]]] = [(node, ()) for node in self._nodes]
+        edges.extend(
+            (floe.source, (floe.target,))
+            for floe in self._floes
+            if isinstance(floe.source, Node) and isinstance(floe.target, Node)
+        )
+        return PenguiFlow(
+            *edges,
+            queue_maxsize=self._queue_maxsize,
+            allow_cycles=self._allow_cycles,
+            middlewares=self._middlewares,
+            emit_errors_to_rookery=self._emit_errors_to_rookery,
+            state_store=store,
+            message_bus=self._message_bus,
+        )
+
     # -- emit -----------------------------------------------------------------------------------
 
     def _is_duplicate_wm(self, msg: Message) -> bool:
@@ -674,6 +703,15 @@ class PenguiFlow:
     def recovered(self) -> int:
         """How many traces taken over by ``recover()`` have not ended yet."""
         return self._redriver.waiting + len(self._redriver.active)
+
+    async def wait_recovered(self) -> None:
+        """Wait until ``recovered()`` is 0: every trace ``recover()`` took over has ended.
+
+        Beyond the contract. A recovered trace that delivers results ends once they are all
+        fetched, so fetch them meanwhile (from another task). Returns at once when nothing
+        was recovered, and when the flow stops (which forgets what was still to come).
+        """
+        await self._redriver.wait_done()
 
     def ensure_trace_event(self, trace_id: str) -> asyncio.Event:
         """Return the cancel flag of ``trace_id``, creating it if needed."""

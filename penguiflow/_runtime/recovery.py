@@ -39,6 +39,7 @@ class Redriver:
     """
 
     __slots__ = (
+        "_done",
         "_emit",
         "_journal",
         "_nodes",
@@ -69,6 +70,8 @@ class Redriver:
         """Recovered traces emitted and not ended yet."""
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
+        # Set (and dropped) once nothing is waiting or in flight: ``wait_done`` waits on it.
+        self._done: asyncio.Event | None = None
 
     def known(self, trace_id: str) -> bool:
         """Whether the trace is being re-driven (waiting or in flight)."""
@@ -93,6 +96,19 @@ class Redriver:
         if trace_id in self.active:
             self.active.discard(trace_id)
             self._wake()
+            self._check_done()
+
+    async def wait_done(self) -> None:
+        """Wait until no recovered trace is waiting or in flight (at once if none is)."""
+        while self._pending or self.active:
+            if self._done is None:
+                self._done = asyncio.Event()
+            await self._done.wait()
+
+    def _check_done(self) -> None:
+        if self._done is not None and not self._pending and not self.active:
+            self._done.set()
+            self._done = None
 
     def reset(self) -> None:
         """Forget everything (the flow stopped; its task was cancelled with the others).
@@ -104,6 +120,7 @@ class Redriver:
         self._pending_ids.clear()
         self.active.clear()
         self._task = None
+        self._check_done()
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -123,6 +140,7 @@ class Redriver:
             except Exception as error:
                 self.active.discard(message.trace_id)
                 self._failed(message, targets, error)
+                self._check_done()
 
     async def _redrive(self, message: Message, targets: list[str] | None) -> None:
         """Emit one recovered input to the nodes it first went to (all: None).

@@ -439,12 +439,14 @@ class Results:
         """End a fetch of ``trace_id`` that raised ``error`` while it waited.
 
         Cancelled, as the last fetch of the trace: the trace is abandoned (see the module's
-        design note); failed otherwise (the trace was cancelled, the flow stopped): it is
-        unsubscribed.
+        design note), unless it has ended with its inbox empty (nothing more can come for it:
+        a result is counted in its trace until fetched); failed otherwise (the trace was
+        cancelled, the flow stopped): it is unsubscribed.
         """
         inbox.fetchers -= 1
         if inbox.fetchers == 0 and self.inboxes.get(trace_id) is inbox:
-            if isinstance(error, asyncio.CancelledError):
+            live = inbox.size or trace_id in self.lifecycle.traces.records
+            if isinstance(error, asyncio.CancelledError) and live:
                 self._abandon(trace_id, inbox)
             else:
                 self._unsubscribe(trace_id, inbox)

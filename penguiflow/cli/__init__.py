@@ -1,27 +1,32 @@
-"""The ``penguiflow`` command."""
+"""The ``penguiflow`` command (also ``python -m penguiflow``).
+
+Its commands are built with ``click``, an optional dependency (the ``cli`` extra): the core
+of penguiflow depends on pydantic only. Without click, ``main`` says how to install it and
+returns 2.
+"""
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import sys
-from typing import TYPE_CHECKING
-
-from . import _redis
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = ["main"]
 
+MISSING_CLICK: Final = "penguiflow: the command needs click: pip install 'penguiflow-runtime[cli]'"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    parser = argparse.ArgumentParser(prog="penguiflow", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    _redis.add_commands(commands)
-    args = parser.parse_args(argv)
-    status: int = args.run(args)
-    return status
+    if importlib.util.find_spec("click") is None:
+        print(MISSING_CLICK, file=sys.stderr)
+        return 2
+    from ._app import run_command
+
+    return run_command(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,130 +8,98 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import json
 import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..registry import ModelRegistry
+import click
+
+from ._errors import CommandError
+from ._target import load_target
 
 if TYPE_CHECKING:
-    import argparse
-    from types import ModuleType
+    from collections.abc import Callable
 
     from pydantic import BaseModel
 
     from .._runtime.flow import PenguiFlow
     from ..distributed import RedisBackend
+    from ..registry import ModelRegistry
 
-__all__ = ["add_commands", "load_target"]
-
-
-def add_commands(commands: Any) -> None:
-    """Add ``worker`` and ``dlq`` to the ``penguiflow`` parser's subcommands."""
-    worker = commands.add_parser("worker", help="serve a flow's nodes from Redis")
-    worker.add_argument("target", help="MODULE:ATTR, a flow or a zero-argument factory")
-    _backend_options(worker)
-    worker.add_argument("--nodes", help="comma-separated node names (default: all)")
-    worker.add_argument("--concurrency", type=int, help="entries per node at once")
-    worker.add_argument("--grace", type=float, default=30.0, help="seconds to finish on stop")
-    worker.add_argument("--consumer", help="consumer name (default: host:pid:random)")
-    worker.add_argument("--log-level", default="warning", help="logged to stderr from this level")
-    worker.add_argument(
-        "--metrics-port", type=int, help="serve /metrics and /healthz (prometheus extra)"
-    )
-    worker.add_argument("--metrics-host", default="127.0.0.1", help="where --metrics-port listens")
-    worker.set_defaults(run=_run_worker)
-
-    dlq = commands.add_parser("dlq", help="list, show or re-drive a node's dead letters")
-    dlq.add_argument("action", choices=["list", "show", "redrive"])
-    dlq.add_argument("target", help="MODULE:ATTR of the flow")
-    dlq.add_argument("node", help="the node's name")
-    dlq.add_argument("ids", nargs="*", help="dead-letter ids (show: one; redrive: none = all)")
-    _backend_options(dlq)
-    dlq.set_defaults(run=_run_dlq)
+__all__ = ["dlq", "worker"]
 
 
-def _backend_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis", default=os.environ.get("PENGUIFLOW_REDIS_URL"))
-    parser.add_argument("--flow-id", default="default")
-    parser.add_argument("--min-idle", type=float, default=10.0, help="seconds before take-over")
-    parser.add_argument("--max-deliveries", type=int, default=3)
-    parser.add_argument("--max-envelope-bytes", type=int, default=1 << 20)
+def _backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every Redis command shares (outermost first)."""
+    options = [
+        click.option(
+            "--redis",
+            envvar="PENGUIFLOW_REDIS_URL",
+            show_envvar=True,
+            help="The Redis URL (redis://HOST:PORT/DB).",
+        ),
+        click.option("--flow-id", default="default", show_default=True),
+        click.option(
+            "--min-idle",
+            type=float,
+            default=10.0,
+            show_default=True,
+            help="Seconds before a crashed worker's entries are taken over.",
+        ),
+        click.option("--max-deliveries", type=int, default=3, show_default=True),
+        click.option("--max-envelope-bytes", type=int, default=1 << 20, show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
-def load_target(target: str) -> tuple[PenguiFlow, ModelRegistry | None, list[type[BaseModel]]]:
-    """Import ``MODULE:ATTR`` (or ``PATH.py:ATTR``): a flow, or a zero-argument factory.
-
-    The factory returns a flow, or ``(flow, registry)``, or ``(flow, registry, types)`` with
-    ``types`` the payload models to accept besides the registry's (``RedisBackend(types=)``).
-
-    Raises:
-        ValueError: ``target`` is not ``MODULE:ATTR`` or does not give a flow.
-    """
-    from .._runtime.flow import PenguiFlow
-
-    module_name, _, attr = target.rpartition(":")
-    if not module_name or not attr:
-        raise ValueError(f"expected MODULE:ATTR or PATH.py:ATTR, got {target!r}")
-    found: Any = getattr(_import(module_name), attr)
-    if callable(found) and not isinstance(found, PenguiFlow):
-        found = found()
-    flow, registry, types = (*found, [], [])[:3] if isinstance(found, tuple) else (found, None, [])
-    if not isinstance(flow, PenguiFlow) or not (
-        registry is None or isinstance(registry, ModelRegistry)
-    ):
-        raise ValueError(
-            f"{target} gives {type(found).__name__}, not a flow, (flow, registry) or "
-            "(flow, registry, types)"
-        )
-    return flow, registry, list(types)
-
-
-def _import(name: str) -> ModuleType:
-    """Import a module by name, or a ``.py`` file by path (under a private module name)."""
-    if not name.endswith(".py"):
-        return importlib.import_module(name)
-    path = Path(name).resolve()
-    module_name = f"_penguiflow_target_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {name}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # pydantic resolves the module's annotations by name
-    spec.loader.exec_module(module)
-    return module
-
-
-def _backend(args: argparse.Namespace, types: list[type[BaseModel]]) -> RedisBackend:
+def _backend(options: dict[str, Any], types: list[type[BaseModel]]) -> RedisBackend:
     from ..distributed import RedisBackend
 
-    if not args.redis:
-        raise SystemExit("penguiflow: give --redis URL or set PENGUIFLOW_REDIS_URL")
+    if not options["redis"]:
+        raise CommandError("give --redis URL or set PENGUIFLOW_REDIS_URL")
     return RedisBackend(
-        args.redis,
-        flow_id=args.flow_id,
+        options["redis"],
+        flow_id=options["flow_id"],
         types=types,
-        min_idle_s=args.min_idle,
-        max_deliveries=args.max_deliveries,
-        max_envelope_bytes=args.max_envelope_bytes,
+        min_idle_s=options["min_idle"],
+        max_deliveries=options["max_deliveries"],
+        max_envelope_bytes=options["max_envelope_bytes"],
     )
 
 
-def _run_worker(args: argparse.Namespace) -> int:
+@click.command()
+@click.argument("target", metavar="MODULE:ATTR")
+@_backend_options
+@click.option("--nodes", help="Comma-separated node names (default: all).")
+@click.option("--concurrency", type=int, help="Entries per node at once.")
+@click.option(
+    "--grace", type=float, default=30.0, show_default=True, help="Seconds to finish on stop."
+)
+@click.option("--consumer", help="Consumer name (default: host:pid:random).")
+@click.option(
+    "--log-level", default="warning", show_default=True, help="Logged to stderr from this level."
+)
+@click.option(
+    "--metrics-port", type=int, help="Serve /metrics and /healthz here (prometheus extra)."
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Where --metrics-port listens."
+)
+def worker(target: str, **options: Any) -> int:
+    """Serve a flow's nodes from Redis until SIGTERM or SIGINT."""
     # A worker's warnings (Redis away, dead letters) must be seen: log them to stderr.
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
+        level=options["log_level"].upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
-    flow, registry, types = load_target(args.target)
-    backend = _backend(args, types)
-    nodes = args.nodes.split(",") if args.nodes else None
-    return asyncio.run(_serve(flow, registry, backend, nodes, args))
+    flow, registry, types = load_target(target)
+    backend = _backend(options, types)
+    nodes = options["nodes"].split(",") if options["nodes"] else None
+    return asyncio.run(_serve(flow, registry, backend, nodes, options))
 
 
 async def _serve(
@@ -139,7 +107,7 @@ async def _serve(
     registry: ModelRegistry | None,
     backend: RedisBackend,
     nodes: list[str] | None,
-    args: argparse.Namespace,
+    options: dict[str, Any],
 ) -> int:
     from ..distributed import BackendUnavailable, Worker
 
@@ -151,17 +119,17 @@ async def _serve(
         flow,
         backend,
         nodes=nodes,
-        concurrency=args.concurrency,
+        concurrency=options["concurrency"],
         registry=registry,
-        consumer=args.consumer,
+        consumer=options["consumer"],
     )
     async with contextlib.AsyncExitStack() as stack:
         metrics = ""
-        if args.metrics_port is not None:
+        if options["metrics_port"] is not None:
             from ..observe import serve_worker_metrics
 
             server = await serve_worker_metrics(
-                worker, host=args.metrics_host, port=args.metrics_port
+                worker, host=options["metrics_host"], port=options["metrics_port"]
             )
             stack.push_async_callback(server.close)
             metrics = f" metrics=http://{server.host}:{server.port}"
@@ -175,7 +143,7 @@ async def _serve(
             )
 
         try:
-            await worker.run(stop=stop, grace_s=args.grace, ready=ready)
+            await worker.run(stop=stop, grace_s=options["grace"], ready=ready)
         except BackendUnavailable as exc:
             print(f"penguiflow worker: {exc}", file=sys.stderr, flush=True)
             return 2
@@ -183,10 +151,22 @@ async def _serve(
     return 0
 
 
-def _run_dlq(args: argparse.Namespace) -> int:
-    _flow, _registry, types = load_target(args.target)
-    backend = _backend(args, types)
-    return asyncio.run(_dlq(backend, args.action, args.node, list(args.ids)))
+@click.command()
+@click.argument("action", type=click.Choice(["list", "show", "redrive"]))
+@click.argument("target", metavar="MODULE:ATTR")
+@click.argument("node")
+@click.argument("ids", nargs=-1)
+@_backend_options
+def dlq(action: str, target: str, node: str, ids: tuple[str, ...], **options: Any) -> int:
+    """List, show or re-drive a node's dead letters.
+
+    IDS are dead-letter ids: show takes one; redrive takes any (none: all of them).
+    """
+    if action == "show" and len(ids) != 1:
+        raise CommandError(f"dlq show takes one dead-letter id, got {len(ids)}")
+    _flow, _registry, types = load_target(target)
+    backend = _backend(options, types)
+    return asyncio.run(_dlq(backend, action, node, list(ids)))
 
 
 async def _dlq(backend: RedisBackend, action: str, node: str, ids: list[str]) -> int:

@@ -4,9 +4,9 @@ The flow is started with ``run()`` (with the registry its factory gives, if any)
 is served on ``--host``/``--port`` until SIGINT or SIGTERM; then the server closes, the flow
 stops and the store closes, in that order.
 
-``--store URL`` names a store to read traces and histories from: ``sqlite:///PATH`` (a
-relative path; ``sqlite:////abs/path`` for an absolute one) or ``postgresql://...``. It is
-opened for reading; the flow writes to its own ``state_store``, if it has one.
+``--store URL`` names a store (``sqlite:///PATH``, ``sqlite:////abs/path``, or
+``postgresql://...``): the page reads traces and histories from it, and a flow built without
+a store of its own journals to it, as with ``penguiflow run --store``.
 
 Listening on an address that is not loopback needs ``--token`` (or
 ``$PENGUIFLOW_WEB_TOKEN``): the page, the API and the stream then require it.
@@ -22,42 +22,17 @@ from typing import TYPE_CHECKING
 import click
 
 from ..stores import StoreError
-from ._redis import load_target
+from ._errors import CommandError
+from ._run import with_store
+from ._stores import open_store
+from ._target import load_target
 
 if TYPE_CHECKING:
     from .._runtime.flow import PenguiFlow
     from ..registry import ModelRegistry
     from ..stores._base import StoreBase
 
-__all__ = ["open_store", "serve_command"]
-
-_SQLITE = "sqlite:///"
-_POSTGRES = ("postgresql://", "postgres://")
-
-
-def open_store(url: str) -> StoreBase:
-    """Build (not yet open) the store ``url`` names.
-
-    Raises:
-        ValueError: ``url`` is neither ``sqlite:///PATH`` nor ``postgresql://...``; the
-            message shows the scheme only (a URL may hold a password).
-    """
-    if url.startswith(_SQLITE):
-        path = url[len(_SQLITE) :]
-        if not path:
-            raise ValueError("--store sqlite:///PATH needs a path after sqlite:///")
-        from ..stores import SQLiteStore
-
-        return SQLiteStore(path)
-    if url.startswith(_POSTGRES):
-        from ..stores import PostgresStore
-
-        return PostgresStore(url)
-    scheme = url.partition("://")[0] if "://" in url else url[:20]
-    raise ValueError(
-        f"--store must be sqlite:///PATH or postgresql://USER@HOST/DB, got a URL of scheme "
-        f"{scheme!r}"
-    )
+__all__ = ["serve_command"]
 
 
 @click.command("serve")
@@ -91,21 +66,17 @@ def serve_command(
     from ..web._security import is_loopback
 
     if not token and not is_loopback(host):
-        raise click.UsageError(
+        raise CommandError(
             f"--host {host} is not a loopback address: give --token or set {TOKEN_ENV}"
         )
-    try:
-        flow, registry, _types = load_target(target)
-    except (ValueError, ImportError, AttributeError) as error:
-        raise click.BadParameter(str(error), param_hint="MODULE:ATTR") from error
-    try:
-        store = open_store(store_url) if store_url else None
-    except (ValueError, RuntimeError) as error:
-        raise click.BadParameter(str(error), param_hint="--store") from error
+    flow, registry, _types = load_target(target)
+    store = open_store(store_url) if store_url else None
+    if store is not None and flow._state_store is None:
+        flow = with_store(flow, store, target)
     try:
         asyncio.run(_serve(flow, registry, store, host, port, token or None, control))
     except (OSError, RuntimeError, TimeoutError, StoreError) as error:
-        raise click.ClickException(str(error)) from error
+        raise CommandError(f"serve {target}: {error}", status=1) from error
 
 
 async def _serve(

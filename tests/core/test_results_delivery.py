@@ -13,7 +13,7 @@ import pytest
 from penguiflow._runtime.results import ABANDONED_TTL_S
 from penguiflow.core import PenguiFlow
 
-from .helpers import Gate, Recorder, fetch, make_msg, node, running, settled, start, within
+from .helpers import Gate, Recorder, drop, fetch, make_msg, node, running, settled, start, within
 
 
 async def _label(msg: Any, ctx: Any) -> Any:
@@ -221,3 +221,23 @@ async def test_a_callers_results_are_bounded_and_pass_nobody_else() -> None:
         assert await within(_roundtrip(flow, "other")) == "r:other"
         assert [(await fetch(flow, trace_id="F")).payload for _ in range(10)] == list(range(10))
         await flow.cancel("F")
+
+
+@pytest.mark.looptime
+async def test_a_caller_that_gives_up_on_a_trace_that_ended_empty_leaves_nothing() -> None:
+    """The trace's only node delivers nothing, so the trace ends while its caller waits; the
+    caller then gives up. Nothing can come for that trace any more: its inbox goes at once,
+    with no ``results_dropped`` event when the abandonment time would have passed."""
+    rec = Recorder()
+    flow = PenguiFlow(node(drop, "a").to(), middlewares=[rec])
+    async with running(flow):
+        waiting = await start(flow.fetch(trace_id="T"))
+        await flow.emit(make_msg("x", trace_id="T"))
+        await settled(flow)
+        assert "T" in flow._results.inboxes and not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert flow._results.inboxes == {}
+        await asyncio.sleep(ABANDONED_TTL_S + 1)  # virtual time: past the abandonment time
+        assert "results_dropped" not in rec.types()

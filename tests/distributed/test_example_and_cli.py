@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from penguiflow.cli import main
-from penguiflow.cli._redis import load_target
+from penguiflow.cli._target import load_target
 from penguiflow.distributed import RedisBackend
 
 from .servers import REPO, child_env

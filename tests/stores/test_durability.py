@@ -12,7 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from core.helpers import echo, make_msg, node
+from core.helpers import echo, make_msg, node, start
 
 from penguiflow.core import PenguiFlow
 from penguiflow.stores import MemoryStore
@@ -312,8 +312,8 @@ async def test_a_recovered_target_that_is_gone_ends_the_trace_as_failed(
         try:
             assert await flow.recover() == 1
             async with asyncio.timeout(TIMEOUT):
-                while flow.recovered():
-                    await asyncio.sleep(0.01)
+                await flow.wait_recovered()  # the trace cannot be sent: it ends at once
+            assert flow.recovered() == 0
         finally:
             await flow.stop()
         assert (await statuses(second)) == {"t1": "failed"}
@@ -328,3 +328,56 @@ def _key(build: Any) -> str:
     from penguiflow._runtime.journal import flow_key
 
     return flow_key(flow._floes)
+
+
+async def test_wait_recovered_returns_once_the_recovered_results_are_fetched(
+    tmp_path: Path,
+) -> None:
+    """Two recovered traces: ``wait_recovered`` waits while their results are not fetched,
+    returns once both are; with nothing recovered, and after ``stop()``, it returns at once."""
+    path = tmp_path / "s.db"
+
+    def build(store: SQLiteStore | None) -> PenguiFlow:
+        return PenguiFlow(node(echo, "only").to(), state_store=store)
+
+    async with SQLiteStore(path) as crashed:
+        for trace_id in ("a", "b"):
+            message = make_msg(trace_id, trace_id=trace_id).model_dump_json()
+            await crashed.save_trace_start(trace_id, message, flow_key=_key(build))
+    async with SQLiteStore(path) as store:
+        flow = build(store)
+        flow.run()
+        try:
+            await asyncio.wait_for(flow.wait_recovered(), TIMEOUT)  # nothing recovered yet
+            assert await flow.recover() == 2
+            waiting = asyncio.ensure_future(flow.wait_recovered())
+            first = await asyncio.wait_for(flow.fetch(), TIMEOUT)
+            assert not waiting.done() and flow.recovered() == 1
+            second = await asyncio.wait_for(flow.fetch(), TIMEOUT)
+            await asyncio.wait_for(waiting, TIMEOUT)
+            assert {first.trace_id, second.trace_id} == {"a", "b"}
+        finally:
+            await flow.stop()
+        await asyncio.wait_for(flow.wait_recovered(), TIMEOUT)
+
+
+async def test_stop_releases_a_wait_for_recovered_traces(tmp_path: Path) -> None:
+    """A recovered trace whose result nobody fetches: ``stop()`` forgets it, and the
+    ``wait_recovered`` call that waited for it returns."""
+    path = tmp_path / "s.db"
+
+    def build(store: SQLiteStore | None) -> PenguiFlow:
+        return PenguiFlow(node(echo, "only").to(), state_store=store)
+
+    async with SQLiteStore(path) as crashed:
+        message = make_msg("x", trace_id="a").model_dump_json()
+        await crashed.save_trace_start("a", message, flow_key=_key(build))
+    async with SQLiteStore(path) as store:
+        flow = build(store)
+        flow.run()
+        assert await flow.recover() == 1
+        waiting = await start(flow.wait_recovered())  # in place before the flow stops
+        assert not waiting.done()
+        await flow.stop()
+        await asyncio.wait_for(waiting, TIMEOUT)
+        assert flow.recovered() == 0

@@ -49,7 +49,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel
 
@@ -121,7 +121,10 @@ def label_of(trace_id: str | None) -> str | None:
 
 def topic_of(question: str) -> str:
     text = question.lower()
-    return next(topic for topic in ("warm", "eat", "evolution") if topic in text)
+    for topic in ("warm", "eat", "evolution"):
+        if topic in text:
+            return topic
+    raise LookupError(f"no knowledge about {question!r}: ask how they stay warm, eat or evolved")
 
 
 class Hit(BaseModel):
@@ -137,9 +140,10 @@ class Answer(BaseModel):
 class Console:
     """Prints timestamped lines; a line may stay open until its node finishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self._t0 = time.perf_counter()
         self._open: tuple[str | None, str | None, int] | None = None
+        self._stream = stream
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1000
@@ -149,24 +153,24 @@ class Console:
 
     def say(self, text: str) -> None:
         self._close()
-        print(text)
+        print(text, file=self._stream)
 
     def begin(self, key: tuple[str | None, str | None, int], text: str) -> None:
         self._close()
-        print(text, end="", flush=True)
+        print(text, end="", flush=True, file=self._stream)
         self._open = key
 
     def finish(self, key: tuple[str | None, str | None, int], tail: str, full: str) -> None:
         if self._open == key:
             self._open = None
-            print(tail)
+            print(tail, file=self._stream)
         else:
             self.say(full)
 
     def _close(self) -> None:
         if self._open is not None:
             self._open = None
-            print()
+            print(file=self._stream)
 
 
 class LiveLog:
@@ -243,7 +247,11 @@ class Record:
 
 
 def build(
-    console: Console, log: LiveLog, model: FakeModel, record: Record, store: SQLiteStore
+    console: Console,
+    log: LiveLog | None,
+    model: FakeModel,
+    record: Record,
+    store: SQLiteStore | None,
 ) -> PenguiFlow:
     index = FlakyIndex()
 
@@ -290,9 +298,19 @@ def build(
         merge.to(write_node),
         write_node.to(sse_node),
         sse_node.to(),
-        middlewares=[log],
+        middlewares=[log] if log is not None else [],
         state_store=store,
     )
+
+
+def flow() -> PenguiFlow:
+    """The demo's graph for the ``penguiflow`` command, e.g.
+    ``penguiflow run examples/demo.py:flow --store sqlite:///penguiflow-demo.db``.
+
+    Each input line is a question (a JSON string); the ``sse`` frames go to stderr, so that
+    stdout holds only the command's JSON lines. No store of its own: ``--store`` names one.
+    """
+    return build(Console(sys.stderr), None, FakeModel(stall_on=STALLED), Record(), None)
 
 
 async def ask(flow: PenguiFlow, trace_id: str, question: str) -> Answer | None:

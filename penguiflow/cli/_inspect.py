@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
+from .._sanitize import Sanitizer
 from ..stores._types import TRACE_STATUSES
 from ._errors import CommandError
 from ._stores import describe_url, opened
+from ._target import load_function
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -29,6 +31,8 @@ __all__ = ["history", "parse_duration", "traces"]
 
 _wall_clock: Callable[[], float] = time.time
 """What ``--since`` counts back from (epoch seconds)."""
+DEFAULT_MAX_CHARS: Final = 200
+"""The longest error text ``history`` shows in its table (``--max-chars``)."""
 _UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
 
@@ -60,14 +64,22 @@ def _duration(text: str | None) -> float | None:
 @click.option("--since", metavar="DURATION", help="Only traces updated this recently (1h, 2d).")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per trace.")
-def traces(url: str, status: str | None, since: str | None, limit: int, as_json: bool) -> None:
+@click.option(
+    "--redact",
+    metavar="MODULE:FUNC",
+    help="A function str -> str applied to each --json line (which holds the trace's input).",
+)
+def traces(
+    url: str, status: str | None, since: str | None, limit: int, as_json: bool, redact: str | None
+) -> None:
     """List the traces a store keeps, most recently updated first."""
+    shown = _sanitizer(redact, DEFAULT_MAX_CHARS)
     window = _duration(since)
     after = None if window is None else _wall_clock() - window
     found = asyncio.run(_list_traces(url, status, after, limit))
     if as_json:
         for trace in found:
-            click.echo(json.dumps(_trace_record(trace)))
+            click.echo(_redacted_line(shown, _trace_record(trace)))
         return
     click.echo(_trace_table(found))
 
@@ -103,20 +115,53 @@ def _trace_table(found: list[StoredTrace]) -> str:
     return _columns(rows)
 
 
+def _shown(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--max-chars`` and ``--redact``: how user data is shown."""
+    command = click.option(
+        "--redact",
+        metavar="MODULE:FUNC",
+        help="A function str -> str applied to every value shown (and to each --json line).",
+    )(command)
+    return click.option(
+        "--max-chars",
+        type=click.IntRange(min=32),
+        default=DEFAULT_MAX_CHARS,
+        show_default=True,
+        help="Cut longer values in the table (not in --json).",
+    )(command)
+
+
+def _sanitizer(redact: str | None, max_chars: int) -> Sanitizer:
+    function = None if redact is None else load_function(redact, option="--redact")
+    return Sanitizer(function, max_chars)
+
+
 @click.command(short_help="Print a trace's events as a timeline.")
 @click.argument("url", metavar="STORE_URL")
 @click.argument("trace_id")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
-def history(url: str, trace_id: str, as_json: bool) -> None:
-    """Print a trace's events as a timeline: offset, node, event, attempt, latency, error."""
+@_shown
+def history(url: str, trace_id: str, as_json: bool, max_chars: int, redact: str | None) -> None:
+    """Print a trace's events as a timeline: offset, node, event, attempt, latency, error.
+
+    Errors and exceptions are user data: they pass through --redact, then are cut to
+    --max-chars characters in the table; --json lines pass through --redact whole.
+    """
+    shown = _sanitizer(redact, max_chars)
     events = asyncio.run(_load_history(url, trace_id))
     if not events:
         raise CommandError(f"no events of trace {trace_id!r} in {describe_url(url)}", status=1)
     if as_json:
         for event in events:
-            click.echo(json.dumps(_event_record(event)))
+            click.echo(_redacted_line(shown, _event_record(event)))
         return
-    click.echo(_timeline(trace_id, events))
+    click.echo(_timeline(trace_id, events, shown))
+
+
+def _redacted_line(shown: Sanitizer, record: dict[str, Any]) -> str:
+    """``record`` as one JSON line, passed whole through the user's ``redact``."""
+    line = json.dumps(record)
+    return line if shown.redact is None else Sanitizer(shown.redact, len(line) + 32).text(line)
 
 
 async def _load_history(url: str, trace_id: str) -> list[StoredEvent]:
@@ -135,7 +180,7 @@ def _event_record(event: StoredEvent) -> dict[str, Any]:
     }
 
 
-def _timeline(trace_id: str, events: list[StoredEvent]) -> str:
+def _timeline(trace_id: str, events: list[StoredEvent], shown: Sanitizer) -> str:
     start = events[0].ts
     rows = [("OFFSET", "NODE", "EVENT", "ATTEMPT", "LATENCY", "ERROR")]
     for event in events:
@@ -148,7 +193,7 @@ def _timeline(trace_id: str, events: list[StoredEvent]) -> str:
                 event.kind,
                 str(payload.get("attempt", "-")),
                 "-" if latency is None else _millis(latency),
-                _error_of(payload),
+                shown.text(_error_of(payload)),
             )
         )
     head = f"trace {trace_id}: {len(events)} events from {_clock(start)}"

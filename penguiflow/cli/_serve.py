@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._sanitize import PAGE_MAX_CHARS
 from ..stores import StoreError
 from ._errors import CommandError
 from ._run import with_store
 from ._stores import open_store
-from ._target import load_target
+from ._target import load_function, load_target
 
 if TYPE_CHECKING:
     from .._runtime.flow import PenguiFlow
@@ -58,8 +59,27 @@ __all__ = ["serve_command"]
     "[env: PENGUIFLOW_WEB_TOKEN].",
 )
 @click.option("--control", is_flag=True, help="Let the page cancel traces.")
+@click.option(
+    "--redact",
+    metavar="MODULE:FUNC",
+    help="A function str -> str applied to every payload, event detail and error shown.",
+)
+@click.option(
+    "--max-chars",
+    type=click.IntRange(min=32),
+    default=PAGE_MAX_CHARS,
+    show_default=True,
+    help="Cut longer values on the page.",
+)
 def serve_command(
-    target: str, host: str, port: int, store_url: str | None, token: str | None, control: bool
+    target: str,
+    host: str,
+    port: int,
+    store_url: str | None,
+    token: str | None,
+    control: bool,
+    redact: str | None,
+    max_chars: int,
 ) -> None:
     """Run the flow MODULE:ATTR (a flow or a zero-argument factory) and serve its live page."""
     from ..web import TOKEN_ENV
@@ -69,12 +89,16 @@ def serve_command(
         raise CommandError(
             f"--host {host} is not a loopback address: give --token or set {TOKEN_ENV}"
         )
+    shown = {
+        "redact": None if redact is None else load_function(redact, option="--redact"),
+        "max_payload_chars": max_chars,
+    }
     flow, registry, _types = load_target(target)
     store = open_store(store_url) if store_url else None
     if store is not None and flow._state_store is None:
         flow = with_store(flow, store, target)
     try:
-        asyncio.run(_serve(flow, registry, store, host, port, token or None, control))
+        asyncio.run(_serve(flow, registry, store, host, port, token or None, control, shown))
     except (OSError, RuntimeError, TimeoutError, StoreError) as error:
         raise CommandError(f"serve {target}: {error}", status=1) from error
 
@@ -87,6 +111,7 @@ async def _serve(
     port: int,
     token: str | None,
     control: bool,
+    shown: dict[str, Any],
 ) -> None:
     from ..web import serve_flow
 
@@ -100,7 +125,7 @@ async def _serve(
         flow.run(registry=registry)
         stack.push_async_callback(flow.stop)
         server = await serve_flow(
-            flow, host=host, port=port, store=store, token=token, control=control
+            flow, host=host, port=port, store=store, token=token, control=control, **shown
         )
         stack.push_async_callback(server.close)
         click.echo(f"penguiflow serve: {server.url}", nl=True)

@@ -12,18 +12,19 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from .._runtime.flow import PenguiFlow
 from ..registry import ModelRegistry
 from ._errors import TargetError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import ModuleType
 
     from pydantic import BaseModel
 
-__all__ = ["Target", "describe_error", "load_target"]
+__all__ = ["Target", "describe_error", "load_function", "load_target"]
 
 
 class Target(NamedTuple):
@@ -61,6 +62,21 @@ def load_target(target: str) -> Target:
         except Exception as exc:
             raise TargetError(f"{target}: calling {attr}() raised {describe_error(exc)}") from exc
     return _unpack(target, found)
+
+
+def load_function(spec: str, *, option: str) -> Callable[..., Any]:
+    """Import ``MODULE:ATTR`` (or ``PATH.py:ATTR``) naming a callable, for ``option``.
+
+    Raises:
+        TargetError: ``spec`` is malformed, does not import, or names no callable.
+    """
+    module_name, _, attr = spec.rpartition(":")
+    if not module_name or not attr:
+        raise TargetError(f"{option}: expected MODULE:ATTR or PATH.py:ATTR, got {spec!r}")
+    found = getattr(_import(module_name), attr, None)
+    if not callable(found):
+        raise TargetError(f"{option}: {module_name} has no function {attr!r}")
+    return cast("Callable[..., Any]", found)
 
 
 def _unpack(target: str, found: Any) -> Target:

@@ -35,8 +35,9 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from .._sanitize import PAGE_MAX_CHARS as DEFAULT_MAX_PAYLOAD_CHARS
+from .._sanitize import Sanitizer
 from ._recorder import DEFAULT_MAX_TRACES, RateMeter, Recorder
-from ._sanitize import Sanitizer
 from ._security import TOKEN_ENV, Guard, Identity, resolve_token
 from ._views import TRACE_LIST_LIMIT, MemoryTraces, StoreTraces, TraceReader, figures, graph
 
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_MAX_PAYLOAD_CHARS", "TOKEN_ENV", "WebState", "create_app"]
 
-DEFAULT_MAX_PAYLOAD_CHARS: Final = 2000
-"""The longest text shown for one piece of user data."""
 DEFAULT_INTERVAL_S: Final = 1.0
 """How often the event stream pushes a snapshot."""
 

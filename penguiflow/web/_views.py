@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .._sanitize import Sanitizer
     from ..core import PenguiFlow
     from ..health import FlowHealth, NodeError
     from ..metrics import FlowEvent
     from ..state import StoredEvent
     from ._recorder import Recorder
-    from ._sanitize import Sanitizer
 
 __all__ = [
     "TRACE_LIST_LIMIT",

@@ -163,3 +163,13 @@ def stored() -> PenguiFlow:
     from penguiflow.stores import MemoryStore
 
     return create(Node(double, name="double", policy=NO_VALIDATION).to(), state_store=MemoryStore())
+
+
+def hide_negatives(text: str) -> str:
+    """A redaction for ``--redact``: every ``negative`` becomes ``[redacted]``."""
+    return text.replace("negative", "[redacted]")
+
+
+def broken_redaction(text: str) -> str:
+    """A redaction that fails: what it was to hide must not be shown."""
+    raise RuntimeError("no")

@@ -197,6 +197,34 @@ def test_history_json_gives_the_stored_events(
     assert events[2]["payload"]["flow_error"]["code"] == "NODE_EXCEPTION"
 
 
+def test_history_redacts_and_cuts_what_it_shows(
+    penguiflow: Callable[..., Result], sqlite_url: str
+) -> None:
+    redacted = penguiflow("history", sqlite_url, "bad", "--redact", f"{FLOWS}:hide_negatives")
+    assert "ValueError('[redacted]')" in redacted.stdout
+    assert "negative" not in redacted.stdout
+    as_json = penguiflow(
+        "history", sqlite_url, "bad", "--json", "--redact", f"{FLOWS}:hide_negatives"
+    )
+    assert "negative" not in as_json.stdout
+    assert json.loads(as_json.stdout.splitlines()[1])["payload"]["exception"] == (
+        "ValueError('[redacted]')"
+    )
+    cut = penguiflow("history", sqlite_url, "bad", "--max-chars", "32")
+    last = re.split(r"\s{2,}", cut.stdout.splitlines()[-1].strip())[-1]
+    assert len(last) == 32 and last.startswith("NODE_EXCEPTION: Node")
+    failing = penguiflow("history", sqlite_url, "bad", "--redact", f"{FLOWS}:broken_redaction")
+    assert failing.exit_code == 0
+    assert "negative" not in failing.stdout and "[hidden: the redact function failed]" in (
+        failing.stdout
+    )
+    unknown = penguiflow("history", sqlite_url, "bad", "--redact", f"{FLOWS}:nothing_here")
+    assert unknown.exit_code == 2
+    assert unknown.stderr == f"penguiflow: --redact: {FLOWS} has no function 'nothing_here'\n"
+    traces = penguiflow("traces", sqlite_url, "--json", "--redact", f"{FLOWS}:hide_negatives")
+    assert traces.exit_code == 0 and len(traces.stdout.splitlines()) == 3
+
+
 def test_history_of_an_unknown_trace_or_a_missing_file_says_so(
     penguiflow: Callable[..., Result], sqlite_url: str, tmp_path: Path
 ) -> None:

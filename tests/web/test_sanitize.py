@@ -9,8 +9,8 @@ import re
 
 import pytest
 
+from penguiflow._sanitize import REDACTION_FAILED, Sanitizer
 from penguiflow.web import create_app
-from penguiflow.web._sanitize import REDACTION_FAILED, Sanitizer
 
 from .support import Gate, Seen, asgi_client, gated_flow, msg
 

@@ -1,10 +1,12 @@
-"""Turning user data into what the page may show: text, redacted, then cut to a bound.
+"""Turning user data into what may be shown: text, redacted, then cut to a bound.
 
 Payloads, trace inputs, event details and error messages are the user's data. Each one
-reaches the page as a single string: JSON text for structures (``repr`` for what JSON cannot
+reaches the live page (``penguiflow.web``) or the terminal (``penguiflow history``) as a
+single string: JSON text for structures (``repr`` for what JSON cannot
 hold), passed through the user's ``redact`` callable and only then cut to ``max_chars``, so
 that a secret is found whole before the cut can split it. The page renders these strings as
-text, never as markup.
+text, never as markup. (Failures of ``redact`` are logged as ``web_redact_failed`` on
+``penguiflow.web``, wherever the text is shown.)
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import TYPE_CHECKING, Final, final
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["REDACTION_FAILED", "Sanitizer"]
+__all__ = ["PAGE_MAX_CHARS", "REDACTION_FAILED", "Sanitizer"]
 
+PAGE_MAX_CHARS: Final = 2000
+"""The longest text the live page shows for one piece of user data, by default."""
 REDACTION_FAILED: Final = "[hidden: the redact function failed]"
 """Shown instead of a value whose ``redact`` call raised: nothing unredacted gets out."""
 

@@ -1,4 +1,5 @@
-"""A flow for ``penguiflow serve`` to load by path: one node that upper-cases its payload."""
+"""A flow for ``penguiflow serve`` to load by path: one node that upper-cases its payload
+(and fails on ``"boom"``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from penguiflow.types import Message
 
 async def shout(msg: Any, ctx: Any) -> Any:
     if isinstance(msg, Message):
+        if msg.payload == "boom":
+            raise ValueError("boom")
         return msg.model_copy(update={"payload": str(msg.payload).upper()})
     return msg
 

@@ -4,6 +4,7 @@ for ``--store``, SIGTERM to stop) and through ``CliRunner`` for the arguments it
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -95,6 +96,29 @@ async def test_serve_runs_the_flow_and_reads_the_store(tmp_path: Path) -> None:
     assert refused.status_code == 403
     assert (code, out) == (0, "penguiflow serve: stopped\n"), err
     assert "Traceback" not in err
+
+
+async def test_serve_feeds_an_input_file_while_the_page_is_up(tmp_path: Path) -> None:
+    db = tmp_path / "fed.db"
+    lines = tmp_path / "in.jsonl"
+    lines.write_text('"a"\n"boom"\nnot json\n')
+    process = await start_cli(SAMPLE, "--port", "0", "--store", f"sqlite:///{db}", "-i", str(lines))
+    try:
+        url = await url_of(process)
+        assert process.stdout is not None
+        printed = [json.loads(await within(process.stdout.readline())) for _ in range(2)]
+        async with tcp_client(url) as client:
+            listing = (await client.get("/api/traces")).json()
+    finally:
+        code, out, err = await stop(process)
+    by_line = {line["line"]: line for line in printed}
+    assert by_line[1]["payload"] == "A"
+    assert by_line[2]["error"]["code"] == "NODE_EXCEPTION"
+    statuses = {t["trace_id"]: t["status"] for t in listing["traces"]}
+    assert statuses == {by_line[1]["trace_id"]: "finished", by_line[2]["trace_id"]: "failed"}
+    assert (code, out) == (0, "penguiflow serve: stopped\n"), err
+    assert "input line 3" in err
+    assert "fed 2 traces: 1 failed, 1 input line skipped" in err
 
 
 async def test_serve_beyond_loopback_needs_and_uses_the_token() -> None:

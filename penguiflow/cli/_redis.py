@@ -108,14 +108,17 @@ def _backend(args: argparse.Namespace, types: list[type[BaseModel]]) -> RedisBac
 
     if not args.redis:
         raise SystemExit("penguiflow: give --redis URL or set PENGUIFLOW_REDIS_URL")
-    return RedisBackend(
-        args.redis,
-        flow_id=args.flow_id,
-        types=types,
-        min_idle_s=args.min_idle,
-        max_deliveries=args.max_deliveries,
-        max_envelope_bytes=args.max_envelope_bytes,
-    )
+    try:
+        return RedisBackend(
+            args.redis,
+            flow_id=args.flow_id,
+            types=types,
+            min_idle_s=args.min_idle,
+            max_deliveries=args.max_deliveries,
+            max_envelope_bytes=args.max_envelope_bytes,
+        )
+    except ValueError as exc:  # the message hides the URL's password
+        raise SystemExit(f"penguiflow: {exc}") from None
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -163,7 +166,7 @@ async def _serve(
             consumer=args.consumer,
             ready=ready,
         )
-    except BackendUnavailable as exc:
+    except (BackendUnavailable, ValueError) as exc:  # unreachable, or a URL option refused
         print(f"penguiflow worker: {exc}", file=sys.stderr, flush=True)
         return 2
     print("penguiflow worker stopped", flush=True)

@@ -7,6 +7,7 @@ through a ``RemoteFlow``. redis-py is an optional dependency (``pip install
 
 from .backend import DeadLetter as DeadLetter
 from .backend import RedisBackend as RedisBackend
+from .caller import RESULTS_DEAD_LETTERS as RESULTS_DEAD_LETTERS
 from .caller import RemoteFlow as RemoteFlow
 from .errors import BackendUnavailable as BackendUnavailable
 from .errors import EnvelopeError as EnvelopeError
@@ -14,6 +15,7 @@ from .errors import EnvelopeTooLarge as EnvelopeTooLarge
 from .worker import serve as serve
 
 __all__ = [
+    "RESULTS_DEAD_LETTERS",
     "BackendUnavailable",
     "DeadLetter",
     "EnvelopeError",

@@ -26,12 +26,17 @@ def _required() -> bool:
     )
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def need_redis_server() -> None:
+    """Skip the test without ``redis-server`` (fail it where the server is required)."""
     if not Path(REDIS_SERVER).exists():
         if _required():
             pytest.fail(f"redis-server not found at {REDIS_SERVER}")
         pytest.skip("redis-server is not installed")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    need_redis_server()
     server = RedisServer(tmp_path)
     try:
         server.start()

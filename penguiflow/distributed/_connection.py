@@ -175,12 +175,8 @@ def _redacted(exc: BaseException, url: str) -> BaseException:
 def _secrets(url: str) -> set[str]:
     parts = urlsplit(url)
     found = {value for values in _query_secrets(parts.query) for value in values}
-    try:
-        password = parts.password
-    except ValueError:
-        password = None
-    if password:
-        found |= {password, unquote(password)}
+    if parts.password:
+        found |= {parts.password, unquote(parts.password)}
     return {secret for secret in found if secret}
 
 

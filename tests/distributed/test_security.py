@@ -27,7 +27,12 @@ from penguiflow.distributed import (
     RemoteFlow,
     serve,
 )
-from penguiflow.distributed._connection import CONNECT_TIMEOUT_S, socket_timeout_s
+from penguiflow.distributed._connection import (
+    CONNECT_TIMEOUT_S,
+    _redacted,
+    redact,
+    socket_timeout_s,
+)
 from penguiflow.distributed._envelope import Envelope
 from penguiflow.errors import FlowError
 
@@ -485,6 +490,11 @@ async def test_payload_types_one_side_does_not_know_are_named_not_dropped(
     async with RemoteFlow(flow, knowing, client_id="c") as aware:
         assert await knowing.redrive(RESULTS_DEAD_LETTERS) == 1
         assert (await aware.fetch(trace_id=None)).payload == Extra(v=2)
+        client = await knowing.connect()
+        garbage = await client.xadd(aware.results, {"e": "not an envelope"})
+        with pytest.raises(EnvelopeError, match=f"entry {garbage}: undecodable envelope"):
+            await aware.fetch()
+    assert len(await knowing.dead_letters(RESULTS_DEAD_LETTERS)) == 1
     await plain.close()
     await knowing.close()
 
@@ -558,3 +568,15 @@ def test_a_bad_url_option_is_refused_at_the_first_connection(url: str, named: st
         backend.open()
     assert named in str(caught.value)
     assert not _leaks([*_texts_of(caught.value), repr(backend), backend.describe()])
+
+
+def test_a_connection_error_that_quotes_a_secret_is_masked() -> None:
+    """redis-py's errors do not quote the password today; if one did, it would be masked."""
+    url = f"redis://alice:{quote(WRONG + '@')}@127.0.0.1:1/0?ssl_password={PASSWORD}"
+    cause = ConnectionError(f"AUTH alice {WRONG}@ refused; key password {PASSWORD}")
+    masked = _redacted(cause, url)
+    assert type(masked) is ConnectionError
+    assert str(masked) == "AUTH alice *** refused; key password ***"
+    assert redact(url) == "redis://alice:***@127.0.0.1:1/0?ssl_password=***"
+    other = ConnectionError("Connection refused")
+    assert _redacted(other, url) is other

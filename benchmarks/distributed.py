@@ -180,7 +180,8 @@ async def throughput(url: str, target: str, flow: PenguiFlow, count: int, worker
             ingress = next(iter(backend.topology(flow).ingress.values()))
             bodies = [
                 encode(Message(payload=i, headers=HEADERS), reply_to=remote.results,
-                       trace_id=None, types=types, where="bench")
+                       trace_id=None, types=types, where="bench",
+                       limit=backend.max_envelope_bytes)
                 for i in range(count)
             ]  # fmt: skip
             client = await backend.connect()

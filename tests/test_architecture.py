@@ -45,7 +45,6 @@ ALLOWED_PRIVATE_READS: dict[tuple[str, str], str] = {
     ("viz.py", "_floes"): _CONTRACT + " (read by viz)",
     ("distributed/_keys.py", "_floes"): _CONTRACT + " (each floe becomes a Redis stream)",
     ("distributed/worker.py", "_middlewares"): _CONTRACT + " (workers deliver events to them)",
-    ("distributed/_connection.py", "_replace"): "namedtuple's public method (urlsplit's result)",
     ("distributed/worker.py", "_state_store"): "workers save the flow's events to its store",
     ("cli/_ends.py", "_traces"): "run and recover hear traces end, as join_k does",
     ("cli/_input.py", "_floes"): _CONTRACT + " (run finds the flow's entry nodes, as viz does)",

@@ -62,14 +62,17 @@ def _backend(options: dict[str, Any], types: list[type[BaseModel]]) -> RedisBack
 
     if not options["redis"]:
         raise CommandError("give --redis URL or set PENGUIFLOW_REDIS_URL")
-    return RedisBackend(
-        options["redis"],
-        flow_id=options["flow_id"],
-        types=types,
-        min_idle_s=options["min_idle"],
-        max_deliveries=options["max_deliveries"],
-        max_envelope_bytes=options["max_envelope_bytes"],
-    )
+    try:
+        return RedisBackend(
+            options["redis"],
+            flow_id=options["flow_id"],
+            types=types,
+            min_idle_s=options["min_idle"],
+            max_deliveries=options["max_deliveries"],
+            max_envelope_bytes=options["max_envelope_bytes"],
+        )
+    except ValueError as exc:  # the message hides the URL's password
+        raise CommandError(str(exc)) from None
 
 
 @click.command()
@@ -144,7 +147,7 @@ async def _serve(
 
         try:
             await worker.run(stop=stop, grace_s=options["grace"], ready=ready)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, ValueError) as exc:  # unreachable, or a URL option refused
             print(f"penguiflow worker: {exc}", file=sys.stderr, flush=True)
             return 2
     print("penguiflow worker stopped", flush=True)

@@ -9,6 +9,7 @@ backend first connects.
 
 from .backend import DeadLetter as DeadLetter
 from .backend import RedisBackend as RedisBackend
+from .caller import RESULTS_DEAD_LETTERS as RESULTS_DEAD_LETTERS
 from .caller import RemoteFlow as RemoteFlow
 from .errors import BackendUnavailable as BackendUnavailable
 from .errors import EnvelopeError as EnvelopeError
@@ -24,6 +25,7 @@ from .worker import Worker as Worker
 from .worker import serve as serve
 
 __all__ = [
+    "RESULTS_DEAD_LETTERS",
     "BackendUnavailable",
     "ConsumerStats",
     "DeadLetter",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from .._runtime.constants import logger
-from ._envelope import decode
+from ._envelope import check_size, decode
 from ._keys import name_of
 from ._scripts import COMMIT_FULL
 from ._slot import Slot
@@ -120,6 +120,7 @@ class NodeConsumer:
                 streams=topology.outbound[self.group],
                 maxsizes=maxsizes,
                 types=types,
+                limit=backend.max_envelope_bytes,
                 registry=registry,
                 status=status,
                 sink=sink,
@@ -223,10 +224,8 @@ class NodeConsumer:
     async def _decode(self, entry: Entry) -> tuple[Entry, Envelope, Any] | None:
         """Decode ``entry``; dead-letter it (and return None) if it cannot be."""
         where = f"stream {entry.stream} entry {entry.id} (node {self.group})"
-        size = len(entry.text.encode())
         try:
-            if size > self.backend.max_envelope_bytes:
-                raise EnvelopeTooLarge(size, self.backend.max_envelope_bytes, where)
+            check_size(entry.text, self.backend.max_envelope_bytes, where)
             envelope, item = decode(entry.text, self.types, where)
         except (EnvelopeError, EnvelopeTooLarge) as exc:
             logger.error(

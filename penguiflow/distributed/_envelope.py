@@ -16,12 +16,12 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from ..errors import FlowError
 from ..types import WM, FinalAnswer, Headers, Message, PlanStep, StreamChunk, Thought
-from .errors import EnvelopeError
+from .errors import EnvelopeError, EnvelopeTooLarge
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["Envelope", "TypeTable", "decode", "encode", "new_id"]
+__all__ = ["Envelope", "TypeTable", "check_size", "decode", "encode", "new_id"]
 
 _BUILTIN: tuple[type[BaseModel], ...] = (WM, FinalAnswer, StreamChunk, PlanStep, Thought, Headers)
 
@@ -111,6 +111,20 @@ def _unknown(name: str) -> str:
     )
 
 
+def check_size(text: str, limit: int, where: str) -> None:
+    """Refuse an envelope's JSON longer than ``limit`` bytes (UTF-8).
+
+    Raises:
+        EnvelopeTooLarge: it is; the message names ``where``, the size and the limit.
+    """
+    # Most envelopes are far below the limit: a UTF-8 encoding is at most 4 bytes a
+    # character, so only a long text is measured exactly.
+    if len(text) * 4 > limit:
+        size = len(text.encode())
+        if size > limit:
+            raise EnvelopeTooLarge(size, limit, where)
+
+
 def encode(
     item: Any,
     *,
@@ -118,12 +132,14 @@ def encode(
     trace_id: str | None,
     types: TypeTable,
     where: str,
+    limit: int,
     envelope_id: str | None = None,
 ) -> str:
     """Dump ``item`` (a node's output, an emitted message) into an envelope's JSON.
 
     Raises:
         EnvelopeError: its payload type is not in ``types``, or it is not JSON-serialisable.
+        EnvelopeTooLarge: the JSON is over ``limit`` bytes (never for a ``FlowError``).
     """
     envelope = Envelope(
         id=envelope_id or new_id(), kind="item", reply_to=reply_to, trace_id=trace_id
@@ -142,7 +158,10 @@ def encode(
             envelope.body = to_jsonable_python(item)
     except PydanticSerializationError as exc:
         raise EnvelopeError(f"{type(item).__name__} cannot be sent as JSON: {exc}", where) from exc
-    return envelope.model_dump_json()
+    text = envelope.model_dump_json()
+    if envelope.kind != "error":  # a FlowError always reaches its caller
+        check_size(text, limit, where)
+    return text
 
 
 def decode(text: str, types: TypeTable, where: str) -> tuple[Envelope, Any]:

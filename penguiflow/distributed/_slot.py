@@ -32,6 +32,7 @@ from .._runtime.tasks import TaskOwner
 from ..node import Node, unawaited
 from ..types import FinalAnswer, Message, StreamChunk
 from ._envelope import encode
+from ._keys import name_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -72,7 +73,7 @@ class Outbox:
 class _OutboxContext(Context):
     """A node's context whose emits land in the slot's outbox (see the module's note)."""
 
-    __slots__ = ("maxsizes", "outbox", "streams", "types")
+    __slots__ = ("limit", "maxsizes", "outbox", "streams", "types")
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class _OutboxContext(Context):
         maxsizes: tuple[int, int],
         types: TypeTable,
         enqueuer: Enqueuer,
+        limit: int,
     ) -> None:
         super().__init__(node)
         # Bound like a flow's context, so that emit_chunk works; emits never reach the floes.
@@ -93,6 +95,8 @@ class _OutboxContext(Context):
         self.maxsizes = maxsizes
         """The bound of an edge stream, then of a result stream."""
         self.types = types
+        self.limit = limit
+        """The largest envelope in bytes (``RedisBackend.max_envelope_bytes``)."""
 
     async def emit(self, msg: Any, to: Target = None) -> None:
         """Record ``msg`` for each selected target; a chunk for the caller goes out now.
@@ -100,6 +104,7 @@ class _OutboxContext(Context):
         Raises:
             KeyError: ``to`` names a node this node has no edge to.
             EnvelopeError: ``msg`` cannot travel as JSON, or its type is not declared.
+            EnvelopeTooLarge: its envelope is over ``max_envelope_bytes``.
         """
         for stream, maxsize, body in self._outputs(msg, to):
             if stream == self.outbox.reply_to and _is_chunk(msg):
@@ -116,16 +121,24 @@ class _OutboxContext(Context):
         return [self.output(floe.target, msg) for floe in floes]
 
     def output(self, target: Node | Endpoint | None, item: Any) -> Output:
-        """Encode ``item`` for ``target`` (the caller's result stream for the Rookery)."""
+        """Encode ``item`` for ``target`` (the caller's result stream for the Rookery).
+
+        Raises:
+            EnvelopeError: ``item`` cannot travel as JSON, or its type is not declared.
+            EnvelopeTooLarge: its envelope is over ``max_envelope_bytes``.
+        """
         outbox = self.outbox
         stream = self.streams.get(target) if target is not None else None
         trace_id = getattr(item, "trace_id", None)
+        trace_id = trace_id if isinstance(trace_id, str) else outbox.trace_id
+        to = name_of(target) if isinstance(target, Node) and stream is not None else "the caller"
         body = encode(
             item,
             reply_to=outbox.reply_to,
-            trace_id=trace_id if isinstance(trace_id, str) else outbox.trace_id,
+            trace_id=trace_id,
             types=self.types,
-            where=f"node {self._owner.name} output",
+            where=f"node {self._owner.name} output to {to} (trace {trace_id})",
+            limit=self.limit,
         )
         if stream is None:
             return outbox.reply_to, self.maxsizes[1], body
@@ -178,6 +191,7 @@ class Slot:
         streams: dict[Node | Endpoint, str | None],
         maxsizes: tuple[int, int],
         types: TypeTable,
+        limit: int,
         registry: ModelRegistry | None,
         status: NodeStatus,
         sink: EventSink,
@@ -194,7 +208,7 @@ class Slot:
         # (Redis holds the pending work), so per-trace capacity never waits; it keeps the
         # cancel flags only.
         enqueuer = Enqueuer(traces=self.traces, owner=TaskOwner(), bus=None)
-        ctx = _OutboxContext(node, self.outbox, streams, maxsizes, types, enqueuer)
+        ctx = _OutboxContext(node, self.outbox, streams, maxsizes, types, enqueuer, limit)
         self.ctx: Context = ctx
         sink.keep(node, ctx)
         self.router: Router = _OutboxRouter(

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ._connection import check_reachable, open_client, redact, require_redis, scrub
+from ._connection import check_reachable, check_url, open_client, redact, require_redis, scrub
 from ._envelope import TypeTable
 from ._keys import Keys, name_of, topology_of
 from ._overview import discover, edges_of, read_overview
@@ -60,12 +60,26 @@ class RedisBackend:
     Construction does no I/O; the first command connects. Workers (``serve``) and callers
     (``RemoteFlow``) of the same flow use equal settings.
 
+    TLS: use ``rediss://`` and give the CA that signed the server's certificate in the URL's
+    query, as redis-py reads it: ``rediss://user:pw@host:6380/0?ssl_ca_certs=/path/ca.pem``
+    (a client certificate: ``&ssl_certfile=...&ssl_keyfile=...``). The URL is the one
+    setting every process takes (``--redis``, ``PENGUIFLOW_REDIS_URL``), so TLS needs
+    nothing else. A certificate that does not verify fails like an unreachable server.
+
+    Unreachable at start (refused, no answer, TLS handshake or credentials refused):
+    ``serve``, ``RemoteFlow.start`` and ``connect`` raise ``BackendUnavailable`` at once when
+    the connection is refused, else within the connect timeout (5 s) or the socket timeout
+    (``max(5 s, 3 * block_ms)``) when nothing answers. Once running, both retry with
+    backoff; workers log a warning per failure.
+
     Args:
-        url: ``redis://[user:password@]host:port/db``, ``rediss://`` for TLS, or ``unix://``.
+        url: ``redis://[user:password@]host:port/db``, ``rediss://`` for TLS, or
+            ``unix://path``; options of redis-py's connections in the query. Its password
+            is shown as ``***`` in ``url``, ``repr``, logs and errors.
         flow_id: Names the flow's keys; processes of one flow share it.
         types: Payload models to accept besides the registry's and penguiflow's own.
-        max_envelope_bytes: Larger envelopes are refused at emit and dead-lettered if met
-            in a stream.
+        max_envelope_bytes: Larger envelopes are refused at emit (a caller's, or a node's
+            output: that call fails) and dead-lettered if met in a stream.
         min_idle_s: How long an entry may go without a heartbeat before another worker
             takes it over (its worker presumed dead).
         max_deliveries: Deliveries after which an entry is dead-lettered instead of run.
@@ -77,7 +91,8 @@ class RedisBackend:
             read, so callers that never come back leave nothing behind.
 
     Raises:
-        ValueError: a setting is out of range.
+        ValueError: a setting is out of range, or ``url`` is not a Redis URL (unknown
+            scheme, bad port; unknown query options are named at the first connection).
     """
 
     def __init__(
@@ -101,6 +116,7 @@ class RedisBackend:
                 "min_idle_s must be > 0, max_deliveries >= 1 and max_envelope_bytes >= 1; got "
                 f"{min_idle_s}, {max_deliveries}, {max_envelope_bytes}"
             )
+        check_url(url)
         if "{" in flow_id or "}" in flow_id or not flow_id:
             raise ValueError(f"flow_id must be non-empty without braces, got {flow_id!r}")
         self._url = url
@@ -127,6 +143,10 @@ class RedisBackend:
     def scrub(self, text: str) -> str:
         """``text`` (an error's, say) with the server's password hidden."""
         return scrub(text, self._url)
+
+    def describe(self) -> str:
+        """Name the server (password hidden) and the flow, for logs and errors."""
+        return f"Redis {self.url} flow {self.flow_id}"
 
     # -- connections ----------------------------------------------------------------------------
 

@@ -8,6 +8,10 @@ bound by the results of the caller's traces already in flight. A result is ackno
 once handed out, so a caller restarted with the same ``client_id`` gets what it had not
 fetched yet. Streamed chunks are delivered once per ``(stream_id, seq)``: a node run again
 after a crash streams from 0 again, and the chunks already seen are dropped.
+
+A result this caller cannot decode (its payload type is not in the caller's registry or
+``types``) is not dropped: it moves to the dead letters named ``RESULTS_DEAD_LETTERS``, and
+the fetch that would have returned it raises the ``EnvelopeError`` instead.
 """
 
 from __future__ import annotations
@@ -19,25 +23,32 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
+from pydantic import ValidationError
+
 from .._runtime.constants import logger
 from ..errors import TraceCancelled
 from ..node import Node
 from ..types import Message, StreamChunk
-from ._envelope import decode, encode, new_id
+from ._envelope import Envelope, decode, encode, new_id
+from ._keys import name_of
 from ._scripts import EMIT_FULL
 from .backend import sleep_backoff
-from .errors import EnvelopeError, EnvelopeTooLarge
+from .errors import EnvelopeError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from types import TracebackType
 
     from .._runtime.flow import PenguiFlow
     from ..registry import ModelRegistry
     from .backend import RedisBackend
 
-__all__ = ["RemoteFlow"]
+__all__ = ["RESULTS_DEAD_LETTERS", "RemoteFlow"]
 
+RESULTS_DEAD_LETTERS: Final = ">results"
+"""Where results no caller could decode go: ``backend.dead_letters(RESULTS_DEAD_LETTERS)``.
+
+No node can have this name (``>`` is not allowed in node names)."""
 _GROUP: Final = "caller"
 _FULL_BACKOFF_S: Final = (0.001, 0.02)
 _Held = tuple[str, str | None, Any]
@@ -171,21 +182,22 @@ class RemoteFlow:
         self._connected()
         if trace_id is not None:
             msg = _stamp(msg, trace_id)
-            self._inboxes.setdefault(trace_id, deque())
-        streams = self._ingress(to)
+        targets = self._ingress(to)
         envelope_id = new_id()
         own_trace = getattr(msg, "trace_id", None)
+        own_trace = own_trace if isinstance(own_trace, str) else None
         body = encode(
             msg,
             reply_to=self.results,
-            trace_id=own_trace if isinstance(own_trace, str) else None,
+            trace_id=own_trace,
             types=self.types,
-            where="emit",
+            where=f"emit to {', '.join(targets)} (trace {own_trace})",
+            limit=self.backend.max_envelope_bytes,
             envelope_id=envelope_id,
         )
-        size = len(body.encode())
-        if size > self.backend.max_envelope_bytes:
-            raise EnvelopeTooLarge(size, self.backend.max_envelope_bytes, "emit")
+        if trace_id is not None:
+            self._inboxes.setdefault(trace_id, deque())
+        streams = list(targets.values())
         keys = [self.backend.keys.emitted(envelope_id), self.results, *streams]
         args = [self.topology.maxsize, self.backend.cancel_ttl_s, body, self.bound]
         await self._send(keys, args)
@@ -205,15 +217,16 @@ class RemoteFlow:
             full += 1
             await asyncio.sleep(min(_FULL_BACKOFF_S[0] * 2 ** min(full, 10), _FULL_BACKOFF_S[1]))
 
-    def _ingress(self, to: Any) -> list[str]:
+    def _ingress(self, to: Any) -> dict[str, str]:
+        """The chosen ingress nodes' names and streams."""
         ingress = self.topology.ingress
-        if to is None:
-            return list(ingress.values())
-        chosen: Sequence[Any] = [to] if isinstance(to, Node) else list(to)
+        chosen: Sequence[Any] = (
+            list(ingress) if to is None else [to] if isinstance(to, Node) else list(to)
+        )
         missing = [getattr(each, "name", each) for each in chosen if each not in ingress]
         if missing:
             raise KeyError(f"Unknown target {missing} for OpenSea")
-        return [ingress[each] for each in chosen]
+        return {name_of(each): ingress[each] for each in chosen}
 
     # -- fetch ----------------------------------------------------------------------------------
 
@@ -223,6 +236,8 @@ class RemoteFlow:
         Raises:
             RuntimeError: not started, or ``from_`` given (results come from the Rookery).
             TraceCancelled: the trace was cancelled while waiting.
+            EnvelopeError: the next result cannot be decoded here (its payload type is not
+                in this caller's registry or ``types``); it was dead-lettered.
         """
         self._connected()
         if from_ is not None:
@@ -245,27 +260,38 @@ class RemoteFlow:
 
     async def _hand_out(self, queue: deque[_Held], trace_id: str | None) -> Any:
         held = queue.popleft()
-        try:
-            await self._ack([held[0]])
-        except BaseException:
-            queue.appendleft(held)  # not handed out: the next fetch gets it
-            raise
         item = held[2]
+        if not isinstance(item, EnvelopeError):  # an undecodable one was dead-lettered
+            try:
+                await self._ack([held[0]])
+            except BaseException:
+                queue.appendleft(held)  # not handed out: the next fetch gets it
+                raise
         if trace_id is not None and not queue and not _is_chunk(item):
             self._inboxes.pop(trace_id, None)
+        if isinstance(item, EnvelopeError):
+            raise item
         return item
 
     async def _ack(self, entry_ids: list[str]) -> None:
-        """Acknowledge and delete results; retried while Redis is away (it is idempotent)."""
+        """Acknowledge and delete results."""
+
+        async def ack() -> None:
+            async with self._connected().pipeline(transaction=False) as pipe:
+                pipe.xack(self.results, _GROUP, *entry_ids)
+                pipe.xdel(self.results, *entry_ids)
+                await pipe.execute()
+
+        await self._retrying(ack)
+        self._held_ids.difference_update(entry_ids)
+
+    async def _retrying(self, step: Callable[[], Awaitable[object]]) -> None:
+        """Run ``step`` (idempotent) until it succeeds, backing off while Redis is away."""
         errors = self.backend.connection_errors()
         failures = 0
         while True:
             try:
-                async with self._connected().pipeline(transaction=False) as pipe:
-                    pipe.xack(self.results, _GROUP, *entry_ids)
-                    pipe.xdel(self.results, *entry_ids)
-                    await pipe.execute()
-                self._held_ids.difference_update(entry_ids)
+                await step()
                 return
             except errors:
                 failures += 1
@@ -343,14 +369,11 @@ class RemoteFlow:
             if entry_id in self._held_ids:
                 continue
             where = f"result stream {self.results} entry {entry_id}"
+            text = (fields or {}).get("e", "")
             try:
-                envelope, item = decode((fields or {}).get("e", ""), self.types, where)
+                envelope, item = decode(text, self.types, where)
             except EnvelopeError as exc:
-                logger.error(
-                    "distributed_bad_result",
-                    extra={"event": "distributed_bad_result", "error": str(exc)},
-                )
-                drop.append(entry_id)
+                await self._refuse(entry_id, text, exc)
                 continue
             trace_id = envelope.trace_id
             if trace_id in self._cancelled or self._seen_before(trace_id, item):
@@ -363,6 +386,21 @@ class RemoteFlow:
             await self._ack(drop)
         if entries:
             self._arrived.set()
+
+    async def _refuse(self, entry_id: str, text: str, error: EnvelopeError) -> None:
+        """Dead-letter a result that cannot be decoded; its trace's next fetch raises ``error``."""
+        logger.error(
+            "distributed_bad_result",
+            extra={"event": "distributed_bad_result", "error": str(error)},
+        )
+        keys = [self.results, self.backend.keys.dead_letters(RESULTS_DEAD_LETTERS)]
+        args = [_GROUP, _GROUP, entry_id, str(error)]
+        await self._retrying(lambda: self._scripts.dead_letter(keys=keys, args=args))
+        trace_id = _trace_of(text)
+        if trace_id in self._cancelled:
+            return
+        inbox = self._inboxes.get(trace_id) if trace_id is not None else None
+        (self._shared if inbox is None else inbox).append((entry_id, trace_id, error))
 
     def _seen_before(self, trace_id: str | None, item: Any) -> bool:
         """Whether ``item`` is a chunk already delivered (a re-run streams again from 0)."""
@@ -377,6 +415,14 @@ class RemoteFlow:
         else:
             self._seen[key] = chunk.seq
         return False
+
+
+def _trace_of(text: str) -> str | None:
+    """The trace of an envelope whose item cannot be rebuilt, if the envelope itself reads."""
+    try:
+        return Envelope.model_validate_json(text).trace_id
+    except ValidationError:
+        return None
 
 
 def _is_chunk(item: Any) -> bool:

@@ -26,11 +26,16 @@ def _required() -> bool:
     )
 
 
-def _server(directory: Path, password: str | None = None) -> Iterator[RedisServer]:
+def need_redis_server() -> None:
+    """Skip the test without ``redis-server`` (fail it where the server is required)."""
     if not Path(REDIS_SERVER).exists():
         if _required():
             pytest.fail(f"redis-server not found at {REDIS_SERVER}")
         pytest.skip("redis-server is not installed")
+
+
+def _server(directory: Path, password: str | None = None) -> Iterator[RedisServer]:
+    need_redis_server()
     server = RedisServer(directory, password=password)
     try:
         server.start()

@@ -10,6 +10,10 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 REPO = Path(__file__).resolve().parent.parent.parent
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -27,10 +31,14 @@ def free_port() -> int:
 class RedisServer:
     """A ``redis-server`` with AOF (everysec) and noeviction, in its own directory."""
 
-    def __init__(self, directory: Path, *, password: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, password: str | None = None, extra: Sequence[str] = ()
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.password = password
+        self.extra = list(extra)
+        """More ``--option value`` arguments (later ones override earlier ones)."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,6 +70,7 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready()
 
@@ -74,7 +83,7 @@ class RedisServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                with self.open_socket() as sock:
                     auth = f"AUTH {self.password}\r\n" if self.password else ""
                     sock.sendall(f"{auth}PING\r\n".encode())
                     data = sock.recv(100)
@@ -84,6 +93,10 @@ class RedisServer:
                 pass
             time.sleep(0.02)  # polling a child process that has no readiness signal
         raise RuntimeError("redis-server did not start")
+
+    def open_socket(self) -> socket.socket:
+        """A connection to the server (for the readiness probe)."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=0.2)
 
     def shutdown(self) -> None:
         """SHUTDOWN: the server writes its AOF and exits."""

@@ -132,6 +132,9 @@ class TcpProxy:
                 link.reset()
                 return
             link.upstream = up_writer
+            if self.outage is not None:  # cut or closed while connecting upstream
+                link.reset()
+                return
             link.tasks = [
                 asyncio.create_task(_pump(reader, up_writer)),
                 asyncio.create_task(_pump(up_reader, writer)),
@@ -145,6 +148,11 @@ class TcpProxy:
                     await asyncio.wait(link.tasks)
         finally:
             self._links.discard(link)
+            # An upstream connection opened while the proxy was closing (or cut) is never
+            # pumped or reset: abort whatever is left, so no writer outlives its handler.
+            for side in (link.client, link.upstream):
+                if side is not None:
+                    side.transport.abort()
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -50,6 +50,8 @@ ALLOWED_PRIVATE_READS: dict[tuple[str, str], str] = {
     ("cli/_input.py", "_floes"): _CONTRACT + " (run finds the flow's entry nodes, as viz does)",
     ("cli/_run.py", "_with_state_store"): "run --store and recover rebuild the flow on a store",
     ("cli/_stores.py", "_replace"): "namedtuple's public method (urlsplit's result)",
+    ("cli/_serve.py", "_replace"): "namedtuple's public method (the loaded Target)",
+    ("cli/_serve.py", "_state_store"): "serve --store journals only a flow built without a store",
 }
 
 _QUEUE_INTERNALS = {"_queue", "_getters", "_putters", "_maxsize", "_unfinished_tasks"}

@@ -1,15 +1,15 @@
 """Faults with real processes: worker processes killed with SIGKILL, a message that crashes
 its worker, cancellation across processes, long calls, Redis restarted under load.
 
-They run when ``PENGUIFLOW_DISTRIBUTED_FAULTS=1``: the poison-message test still stalls now
-and then, and until it does not, these tests are run on demand rather than on every CI run.
+A caller's emits wait while it holds as many unread results as its bound (16 here), so every
+test that emits more than that collects while it emits (``_emit_items`` in a task); a test that
+emitted everything before its first fetch would wait on itself whenever the workers got ahead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,11 +27,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from .servers import RedisServer
-
-pytestmark = pytest.mark.skipif(
-    os.environ.get("PENGUIFLOW_DISTRIBUTED_FAULTS") != "1",
-    reason="fault tests run on demand: PENGUIFLOW_DISTRIBUTED_FAULTS=1",
-)
 
 CHAIN = "tests.distributed.flows:chain"
 MARKED = "tests.distributed.flows:marked"
@@ -138,17 +133,17 @@ async def _emit_items(remote: RemoteFlow, count: int, *, sleep_s: float = 0.0) -
         await remote.emit(msg(Item(n=i, sleep_s=sleep_s)))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known: in about one run in three, the survivor stops taking entries after "
-    "dead-lettering the poison message (under investigation)",
-)
 @pytest.mark.timeout(60)
 async def test_a_message_that_crashes_its_worker_is_dead_lettered(
     redis_server: RedisServer, pool: Pool
 ) -> None:
     """The poison message kills whichever worker runs it; dead workers are restarted. After
-    max_deliveries it is dead-lettered, and every other trace finishes."""
+    max_deliveries it is dead-lettered, and every other trace finishes.
+
+    The good items are emitted while their results are collected: the worker that dies holds
+    what it read along with the poison until another takes it over, the emitter waits for
+    room in the input stream meanwhile, and the results finished in that time would reach
+    the caller's bound of unread results and make the next emit wait for a fetch."""
     options = ("--min-idle", "0.5", "--max-deliveries", "2", "--concurrency", "4")
 
     async def supervise() -> None:
@@ -168,9 +163,9 @@ async def test_a_message_that_crashes_its_worker_is_dead_lettered(
     try:
         async with RemoteFlow(flow, backend, registry=registry) as remote:
             await remote.emit(msg(Item(n=999, poison=True)), trace_id="poison")
-            for i in range(30):
-                await remote.emit(msg(Item(n=i, sleep_s=0.01)))
+            emitter = asyncio.create_task(_emit_items(remote, 30, sleep_s=0.01))
             got = await _collect(remote, 30)
+            await emitter
             await until(lambda: _has_dead_letters(backend, "first"), timeout=60)
     finally:
         supervisor.cancel()

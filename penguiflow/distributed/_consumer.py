@@ -78,6 +78,15 @@ class CancelBook:
         if not any(consumer.holds_trace(trace_id) for consumer in self.consumers):
             self.traces.flags.pop(trace_id, None)
 
+    def held_traces(self) -> set[str]:
+        """The traces of every entry held here: running, read ahead, or waiting to run solo."""
+        return {
+            trace
+            for consumer in self.consumers
+            for trace in consumer.held.values()
+            if trace is not None
+        }
+
 
 class NodeConsumer:
     """Serves one node from its inbound streams with ``concurrency`` slots."""
@@ -271,6 +280,9 @@ class NodeConsumer:
         found = await self._decode(entry)
         if found is None:
             return
+        # Taken over from a worker that died: its trace may have been cancelled while no
+        # process here was listening (this one may have started since).
+        await self._check_cancelled([found[1].trace_id])
         # Counted before it runs: if it takes this worker down, the next taker knows.
         field = f"{entry.stream}/{entry.id}"
         async with self.client.pipeline(transaction=False) as pipe:

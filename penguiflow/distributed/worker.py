@@ -397,8 +397,14 @@ async def _run(
 async def _listen(backend: RedisBackend, client: Any, book: CancelBook, link: Link) -> None:
     """Cancel the node calls of every trace announced on the flow's cancel channel.
 
-    Pub/sub messages sent while the connection is down are lost; the cancel markers cover
-    them (checked when entries are read and again at commit).
+    Design note (a gap in the subscription): messages published while the pub/sub connection
+    is down are lost, and redis-py reconnects it and subscribes again by itself, inside
+    ``get_message``, without raising. Every subscription, the first and each one after a
+    reconnect (by redis-py or by this loop), is confirmed by a ``subscribe`` message; on each,
+    the cancel markers of the traces held here are read, so a cancel published in the gap
+    still reaches a running call. The markers are read after the confirmation arrives: a
+    cancel published later comes as a message, one published earlier left its marker.
+    Markers are also checked when entries are read and again at commit.
     """
     errors = backend.connection_errors()
     task = asyncio.current_task()
@@ -411,13 +417,17 @@ async def _listen(backend: RedisBackend, client: Any, book: CancelBook, link: Li
             failures = 0
             link.up()
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                message = await pubsub.get_message(timeout=1.0)
                 if task.cancelling():
                     # redis-py's timed read can take a cancel for its own timeout and return
                     # None; the cancel must not be lost.
                     raise asyncio.CancelledError
-                if message is not None:
+                if message is None:
+                    continue
+                if message["type"] == "message":
                     book.cancel(str(message["data"]))
+                elif message["type"] == "subscribe":
+                    await _check_markers(backend, client, book)
         except errors as exc:
             failures += 1
             link.lost(exc)
@@ -433,3 +443,17 @@ async def _listen(backend: RedisBackend, client: Any, book: CancelBook, link: Li
         finally:
             with contextlib.suppress(*errors):
                 await pubsub.aclose()
+
+
+async def _check_markers(backend: RedisBackend, client: Any, book: CancelBook) -> None:
+    """Cancel the held traces whose cancel marker exists (one pipelined ``EXISTS`` each)."""
+    traces = sorted(book.held_traces())
+    if not traces:
+        return
+    async with client.pipeline(transaction=False) as pipe:
+        for trace in traces:
+            pipe.exists(backend.keys.cancelled(trace))
+        found = await pipe.execute()
+    for trace, exists in zip(traces, found, strict=True):
+        if exists:
+            book.cancel(trace)

@@ -227,6 +227,82 @@ async def _marked(marks: Path, prefix: str) -> bool:
 
 
 @pytest.mark.timeout(60)
+async def test_a_cancel_published_while_the_cancel_channel_is_down_still_reaches_the_call(
+    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction kills the worker's pub/sub connection, sets the trace's cancel marker
+    and publishes the cancel, so that the message reaches nobody (PUBLISH answers 0). redis-py
+    reconnects and subscribes again by itself; on the confirmation the worker reads the
+    markers of the traces it holds and cancels the running call. A cancel published after
+    that reaches the next call through the channel again."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("PF_MARKS", str(marks))
+    await pool.start(MARKED, redis_server.url)
+    flow, registry = marked()
+    backend = RedisBackend(redis_server.url)
+    keys = backend.keys
+    client = await backend.connect()
+    async with RemoteFlow(flow, backend, registry=registry) as remote:
+        await until(lambda: _subscribed(client, keys.cancel_channel))
+        await remote.emit(msg(Item(n=4, sleep_s=30)), trace_id="missed")
+        await until(lambda: _marked(marks, "start-4-"))
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.client_kill_filter(_type="pubsub")
+            pipe.set(keys.cancelled("missed"), "1", ex=backend.cancel_ttl_s)
+            pipe.publish(keys.cancel_channel, "missed")
+            killed, _set, receivers = await pipe.execute()
+        await until(lambda: _marked(marks, "cancelled-4-"))
+        await remote.emit(msg(Item(n=5, sleep_s=30)), trace_id="later")
+        await until(lambda: _marked(marks, "start-5-"))
+        await remote.cancel("later")
+        await until(lambda: _marked(marks, "cancelled-5-"))
+    assert (killed, receivers) == (1, 0)
+    assert not list(marks.glob("done-*"))
+    await backend.close()
+
+
+async def _subscribed(client: Any, channel: str) -> bool:
+    [(_channel, count)] = await client.pubsub_numsub(channel)
+    return bool(count)
+
+
+@pytest.mark.timeout(60)
+async def test_a_taken_over_entry_of_a_cancelled_trace_is_dropped_without_a_call(
+    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker running a call is killed; the trace is cancelled while no worker runs; a
+    worker started afterwards takes the entry over and drops it instead of calling the node
+    (it never heard the cancel: only the marker tells it)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("PF_MARKS", str(marks))
+    options = ("--min-idle", "0.3")
+    first = await pool.start(MARKED, redis_server.url, *options)
+    flow, registry = marked()
+    backend = RedisBackend(redis_server.url)
+    client = await backend.connect()
+    async with RemoteFlow(flow, backend, registry=registry) as remote:
+        [stream] = remote.topology.ingress.values()
+        await remote.emit(msg(Item(n=6, sleep_s=30)), trace_id="orphan")
+        await until(lambda: _marked(marks, "start-6-"))
+        await first.reap()
+        await remote.cancel("orphan")
+        await pool.start(MARKED, redis_server.url, *options)
+        await until(lambda: _stream_empty(client, stream))
+        await remote.emit(msg(Item(n=8)), trace_id="after")
+        after = await remote.fetch(trace_id="after")
+    assert len(list(marks.glob("start-6-*"))) == 1
+    assert after.payload.n == 8
+    assert await backend.dead_letters("slow") == []
+    await backend.close()
+
+
+async def _stream_empty(client: Any, stream: str) -> bool:
+    return await client.xlen(stream) == 0
+
+
+@pytest.mark.timeout(60)
 async def test_a_call_longer_than_min_idle_is_not_taken_over(
     redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

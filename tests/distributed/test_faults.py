@@ -66,6 +66,11 @@ async def pool() -> AsyncIterator[Pool]:
         await workers.close()
 
 
+async def _emit_items(remote: RemoteFlow, count: int, *, sleep_s: float = 0.0) -> None:
+    for i in range(count):
+        await remote.emit(msg(Item(n=i, sleep_s=sleep_s)))
+
+
 async def _collect(remote: RemoteFlow, count: int) -> list[int]:
     return [(await remote.fetch()).payload.n for _ in range(count)]
 
@@ -88,9 +93,9 @@ async def test_two_worker_processes_serve_one_flow_for_a_third(
     flow, registry = chain()
     backend = RedisBackend(redis_server.url)
     async with RemoteFlow(flow, backend, registry=registry) as remote:
-        for i in range(30):
-            await remote.emit(msg(Item(n=i)))
+        emitter = asyncio.create_task(_emit_items(remote, 30))
         got = await _collect(remote, 30)
+        await emitter
         await remote.emit(msg(Item(n=5)), trace_id="mine")
         mine = await remote.fetch(trace_id="mine")
     assert sorted(got) == [i + 1001 for i in range(30)]
@@ -126,11 +131,6 @@ async def test_killing_workers_mid_run_loses_and_duplicates_nothing(
     assert extra == []
     assert await backend.dead_letters("first") == []
     await backend.close()
-
-
-async def _emit_items(remote: RemoteFlow, count: int, *, sleep_s: float = 0.0) -> None:
-    for i in range(count):
-        await remote.emit(msg(Item(n=i, sleep_s=sleep_s)))
 
 
 @pytest.mark.timeout(60)
@@ -331,8 +331,9 @@ async def test_redis_restarted_under_load(redis_server: RedisServer, pool: Pool,
     flow, registry = chain()
     backend = RedisBackend(redis_server.url)
     async with RemoteFlow(flow, backend, registry=registry) as remote:
-        await _emit_items(remote, 20, sleep_s=0.05)
+        emitter = asyncio.create_task(_emit_items(remote, 20, sleep_s=0.05))
         got = await _collect(remote, 5)
+        await emitter
         if how == "shutdown":
             redis_server.shutdown()
         else:

@@ -12,7 +12,9 @@ otherwise it runs *solo*, with nothing else in flight, so that a message that cr
 worker cannot take others down with it.
 
 ``NOGROUP`` (the stream or its group was lost) recreates the groups; connection errors back
-off and retry. Neither loses an entry: what is not committed stays pending in Redis.
+off and retry. Neither loses an entry: what is not committed stays pending in Redis. An entry
+read (or taken over) that a Redis error keeps from starting is released: no longer
+heartbeated, it is taken over after ``min_idle`` like the entry of a worker that died.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ if TYPE_CHECKING:
     from .._runtime.nodes import NodeStatus
     from ..node import Node
     from ..registry import ModelRegistry
+    from ._cancels import CancelBook
     from ._commit import Committer
     from ._envelope import Envelope, TypeTable
     from ._keys import Topology
     from ._tally import Link, NodeTally
     from .backend import RedisBackend, Scripts
 
-__all__ = ["CancelBook", "Entry", "NodeConsumer"]
+__all__ = ["Entry", "NodeConsumer"]
 
 _CLAIM_BATCH: Final = 16
 _FULL_BACKOFF_S: Final = (0.001, 0.05)
@@ -56,36 +59,6 @@ class Entry:
     id: str
     text: str
     """The envelope's JSON ("" when the entry has none)."""
-
-
-class CancelBook:
-    """The traces this process knows are cancelled; tells every consumer's slots."""
-
-    __slots__ = ("consumers", "traces")
-
-    def __init__(self, sink: EventSink) -> None:
-        self.traces = sink.traces
-        self.consumers: list[NodeConsumer] = []
-
-    def cancel(self, trace_id: str) -> None:
-        """Mark ``trace_id`` cancelled and cancel its running node calls here."""
-        self.traces.ensure_flag(trace_id).set()
-        for consumer in self.consumers:
-            consumer.cancel_trace(trace_id)
-
-    def forget(self, trace_id: str) -> None:
-        """Drop the mark once no entry of the trace is held here any more."""
-        if not any(consumer.holds_trace(trace_id) for consumer in self.consumers):
-            self.traces.flags.pop(trace_id, None)
-
-    def held_traces(self) -> set[str]:
-        """The traces of every entry held here: running, read ahead, or waiting to run solo."""
-        return {
-            trace
-            for consumer in self.consumers
-            for trace in consumer.held.values()
-            if trace is not None
-        }
 
 
 class NodeConsumer:
@@ -104,7 +77,7 @@ class NodeConsumer:
         registry: ModelRegistry | None,
         sink: EventSink,
         status: NodeStatus,
-        book: CancelBook,
+        book: CancelBook[NodeConsumer],
         concurrency: int,
         consumer: str,
         tally: NodeTally,
@@ -217,13 +190,18 @@ class NodeConsumer:
 
     async def _admit(self, entries: list[Entry]) -> None:
         self.tally.consumed += len(entries)
-        decoded: list[tuple[Entry, Envelope, Any]] = []
         for entry in entries:
             self.held[entry.stream, entry.id] = None
-            found = await self._decode(entry)
-            if found is not None:
-                decoded.append(found)
-        await self._check_cancelled([envelope.trace_id for _e, envelope, _i in decoded])
+        decoded: list[tuple[Entry, Envelope, Any]] = []
+        try:
+            for entry in entries:
+                found = await self._decode(entry)
+                if found is not None:
+                    decoded.append(found)
+            await self._check_cancelled([envelope.trace_id for _e, envelope, _i in decoded])
+        except BaseException:
+            self._release(entries)
+            raise
         for found in decoded:
             if self.free:
                 self._start(self.free.pop(), *found)
@@ -277,20 +255,31 @@ class NodeConsumer:
             self.freed.clear()
             await self.freed.wait()
         entry = self.solo.popleft()
-        found = await self._decode(entry)
-        if found is None:
-            return
-        # Taken over from a worker that died: its trace may have been cancelled while no
-        # process here was listening (this one may have started since).
-        await self._check_cancelled([found[1].trace_id])
-        # Counted before it runs: if it takes this worker down, the next taker knows.
         field = f"{entry.stream}/{entry.id}"
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(self.runs, field, 1)
-            pipe.expire(self.runs, self.backend.cancel_ttl_s)
-            await pipe.execute()
+        try:
+            found = await self._decode(entry)
+            if found is None:
+                return
+            # A cancel sent before this process listened is known by its marker only.
+            await self._check_cancelled([found[1].trace_id])
+            # Counted before it runs: if it takes this worker down, the next taker knows.
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hincrby(self.runs, field, 1)
+                pipe.expire(self.runs, self.backend.cancel_ttl_s)
+                await pipe.execute()
+        except BaseException:
+            self._release([entry])
+            raise
         await asyncio.wait({self._start(self.free.pop(), *found)})
         await self.client.hdel(self.runs, field)
+
+    def _release(self, entries: list[Entry]) -> None:
+        """Stop holding (heartbeating) ``entries`` that Redis errors kept from starting.
+
+        Held, they would never run; released, they are taken over after ``min_idle``.
+        """
+        for entry in entries:
+            self.held.pop((entry.stream, entry.id), None)
 
     # -- one entry ------------------------------------------------------------------------------
 
@@ -438,7 +427,6 @@ class NodeConsumer:
         for (entry_id, fields), solo_runs in zip(claimed, counts, strict=True):
             entry = Entry(stream, entry_id, fields.get("e", ""))
             runs = 1 + int(solo_runs or 0)
-            self.held[stream, entry_id] = None
             if runs >= limit:
                 await self.client.hdel(self.runs, f"{stream}/{entry_id}")
                 await self.dead_letter(
@@ -447,6 +435,7 @@ class NodeConsumer:
                     "stopped before finishing it each time",
                 )
             else:
+                self.held[stream, entry_id] = None  # heartbeated until it runs
                 self.solo.append(entry)
         self.freed.set()
 

@@ -8,7 +8,6 @@ cancel listener, the heartbeat) for the length of ``run``, and keeps the counter
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
@@ -16,16 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, final
 
-from .._runtime.constants import logger
 from .._runtime.events import EventSink
 from .._runtime.nodes import NodeStatus
 from .._runtime.traces import TraceRegistry
+from ._cancels import CancelBook, listen
 from ._commit import Committer
-from ._consumer import CancelBook, NodeConsumer
+from ._consumer import NodeConsumer
 from ._keys import name_of
 from ._presence import Presence, describe
 from ._tally import Link, NodeTally
-from .backend import sleep_backoff
 from .health import NodeLoad, RedisLink, WorkerHealth
 
 if TYPE_CHECKING:
@@ -214,7 +212,7 @@ class Worker:
         finally:
             await client.aclose()
 
-    def _build(self, client: Any) -> tuple[CancelBook, Committer]:
+    def _build(self, client: Any) -> tuple[CancelBook[NodeConsumer], Committer]:
         """The consumers of every node served, in a cancel book, and the commit batcher."""
         backend, flow = self.backend, self.flow
         topology = backend.topology(flow)
@@ -224,7 +222,7 @@ class Worker:
             store=flow._state_store,
             maxsize=topology.maxsize,
         )
-        book = CancelBook(sink)
+        book: CancelBook[NodeConsumer] = CancelBook(sink)
         committer = Committer(client)
         scripts = backend.scripts(client)
         types = backend.type_table(flow, self._registry)
@@ -356,7 +354,7 @@ async def _run(
     backend: RedisBackend,
     client: Any,
     committer: Committer,
-    book: CancelBook,
+    book: CancelBook[NodeConsumer],
     presence: Presence,
     stop: asyncio.Event | None,
     grace_s: float,
@@ -374,7 +372,7 @@ async def _run(
     helpers = [
         loop.create_task(committer.run(), name="penguiflow:commit"),
         loop.create_task(presence.run(), name="penguiflow:heartbeat"),
-        loop.create_task(_listen(backend, client, book, presence.link), name="penguiflow:cancel"),
+        loop.create_task(listen(backend, client, book, presence.link), name="penguiflow:cancel"),
         *(loop.create_task(each.janitor(), name="penguiflow:janitor") for each in consumers),
     ]
     readers = [loop.create_task(each.run(), name="penguiflow:read") for each in consumers]
@@ -392,68 +390,3 @@ async def _run(
         for task in [*readers, *helpers, stopping]:
             task.cancel()
         await asyncio.gather(*readers, *helpers, stopping, return_exceptions=True)
-
-
-async def _listen(backend: RedisBackend, client: Any, book: CancelBook, link: Link) -> None:
-    """Cancel the node calls of every trace announced on the flow's cancel channel.
-
-    Design note (a gap in the subscription): messages published while the pub/sub connection
-    is down are lost, and redis-py reconnects it and subscribes again by itself, inside
-    ``get_message``, without raising. Every subscription, the first and each one after a
-    reconnect (by redis-py or by this loop), is confirmed by a ``subscribe`` message; on each,
-    the cancel markers of the traces held here are read, so a cancel published in the gap
-    still reaches a running call. The markers are read after the confirmation arrives: a
-    cancel published later comes as a message, one published earlier left its marker.
-    Markers are also checked when entries are read and again at commit.
-    """
-    errors = backend.connection_errors()
-    task = asyncio.current_task()
-    assert task is not None
-    failures = 0
-    while True:
-        pubsub = client.pubsub()
-        try:
-            await pubsub.subscribe(backend.keys.cancel_channel)
-            failures = 0
-            link.up()
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if task.cancelling():
-                    # redis-py's timed read can take a cancel for its own timeout and return
-                    # None; the cancel must not be lost.
-                    raise asyncio.CancelledError
-                if message is None:
-                    continue
-                if message["type"] == "message":
-                    book.cancel(str(message["data"]))
-                elif message["type"] == "subscribe":
-                    await _check_markers(backend, client, book)
-        except errors as exc:
-            failures += 1
-            link.lost(exc)
-            logger.warning(
-                "distributed_redis_unavailable",
-                extra={
-                    "event": "distributed_redis_unavailable",
-                    "redis": backend.url,
-                    "exception": repr(exc),
-                },
-            )
-            await sleep_backoff(failures)
-        finally:
-            with contextlib.suppress(*errors):
-                await pubsub.aclose()
-
-
-async def _check_markers(backend: RedisBackend, client: Any, book: CancelBook) -> None:
-    """Cancel the held traces whose cancel marker exists (one pipelined ``EXISTS`` each)."""
-    traces = sorted(book.held_traces())
-    if not traces:
-        return
-    async with client.pipeline(transaction=False) as pipe:
-        for trace in traces:
-            pipe.exists(backend.keys.cancelled(trace))
-        found = await pipe.execute()
-    for trace, exists in zip(traces, found, strict=True):
-        if exists:
-            book.cancel(trace)

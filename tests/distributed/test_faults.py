@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from stores.tcp_proxy import TcpProxy  # tests/stores, a sibling package (tests/ is on the path)
 
 from penguiflow.distributed import RedisBackend, RemoteFlow
 
@@ -300,6 +301,48 @@ async def test_a_taken_over_entry_of_a_cancelled_trace_is_dropped_without_a_call
 
 async def _stream_empty(client: Any, stream: str) -> bool:
     return await client.xlen(stream) == 0
+
+
+@pytest.mark.timeout(60)
+async def test_an_entry_whose_admission_fails_on_a_redis_error_is_taken_over_and_runs(
+    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker reaches Redis through a proxy that resets every connection sending
+    ``EXISTS``: the cancel check of an entry just read fails, after redis-py's own retries,
+    between the read and the start. Once the worker reads again (it gave that entry up) the
+    proxy forwards everything: the entry is released, taken over after min_idle and run,
+    rather than held and heartbeated for good."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("PF_MARKS", str(marks))
+    proxy = TcpProxy("127.0.0.1", redis_server.port)
+    await proxy.start()
+    try:
+        await pool.start(MARKED, f"redis://{proxy.address}/0", "--min-idle", "0.5")
+        flow, registry = marked()
+        backend = RedisBackend(redis_server.url)
+        async with RemoteFlow(flow, backend, registry=registry) as remote:
+            proxy.drop = _EXISTS
+            await remote.emit(msg(Item(n=9)), trace_id="admitted")
+            await until(lambda: _read_after_failed_check(proxy.sent), timeout=20)
+            proxy.drop = None
+            async with asyncio.timeout(10):
+                answer = await remote.fetch(trace_id="admitted")
+    finally:
+        await proxy.close()
+    assert answer.payload.n == 9
+    assert len(list(marks.glob("done-9-*"))) == 1
+    await backend.close()
+
+
+_EXISTS = b"\r\n$6\r\nEXISTS\r\n"
+"""The EXISTS command as a client sends it (a script's text that uses EXISTS does not match)."""
+
+
+async def _read_after_failed_check(sent: list[bytes]) -> bool:
+    """Whether a client sent XREADGROUP after the first EXISTS (dropped by the proxy)."""
+    first = next((i for i, chunk in enumerate(sent) if _EXISTS in chunk), None)
+    return first is not None and any(b"XREADGROUP" in chunk for chunk in sent[first + 1 :])
 
 
 @pytest.mark.timeout(60)

@@ -11,6 +11,11 @@ tasks. ``cut()`` simulates an outage of one of two kinds:
 
 ``restore()`` ends the outage: the silent connections are reset (as TCP would once the peer
 gave up) and new connections are forwarded again, on the same port.
+
+A narrower fault: while ``drop`` holds some bytes, a connection whose client sends a chunk
+containing them is reset before the chunk reaches the server (one kind of command fails,
+the rest go through). ``sent`` records what clients sent, in the order it arrived, so that a
+test can wait for a client to have done something.
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ class TcpProxy:
         """The current outage, or None while forwarding."""
         self.accepted = 0
         """Connections accepted so far (forwarded or not)."""
+        self.drop: bytes | None = None
+        """Reset a connection that sends a chunk containing these bytes (None: forward all)."""
+        self.sent: list[bytes] = []
+        """Every chunk clients sent, forwarded or dropped, in the order it arrived."""
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
 
@@ -136,7 +145,7 @@ class TcpProxy:
                 link.reset()
                 return
             link.tasks = [
-                asyncio.create_task(_pump(reader, up_writer)),
+                asyncio.create_task(self._forward(link, reader, up_writer)),
                 asyncio.create_task(_pump(up_reader, writer)),
             ]
             await asyncio.wait(link.tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -153,6 +162,19 @@ class TcpProxy:
             for side in (link.client, link.upstream):
                 if side is not None:
                     side.transport.abort()
+
+    async def _forward(
+        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Copy a client's bytes upstream, recording them; reset the link on ``drop``."""
+        with contextlib.suppress(ConnectionError, OSError):
+            while chunk := await reader.read(_CHUNK):
+                self.sent.append(chunk)
+                if self.drop is not None and self.drop in chunk:
+                    link.reset()
+                    return
+                writer.write(chunk)
+                await writer.drain()
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

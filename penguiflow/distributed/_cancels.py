@@ -47,7 +47,14 @@ class CancelBook(Generic[H]):
         self.consumers: list[H] = []
 
     def cancel(self, trace_id: str) -> None:
-        """Mark ``trace_id`` cancelled and cancel its running node calls here."""
+        """Mark ``trace_id`` cancelled and cancel its running node calls here.
+
+        A trace of which nothing is held here leaves no mark: every cancel reaches every
+        worker, and a mark per cancel would outlive its trace. An entry of it read later
+        finds the trace's marker key (set before the message is published) when it is read.
+        """
+        if not any(consumer.holds_trace(trace_id) for consumer in self.consumers):
+            return
         self.traces.ensure_flag(trace_id).set()
         for consumer in self.consumers:
             consumer.cancel_trace(trace_id)

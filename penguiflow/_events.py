@@ -31,6 +31,7 @@ __all__ = [
     "NODE_TRACE_CANCELLED",
     "NO_EXTRA",
     "RESULTS_DROPPED",
+    "STANDARD_PAYLOAD_FIELDS",
     "TRACE_CANCEL_DROP",
     "TRACE_CANCEL_FINISH",
     "TRACE_CANCEL_START",
@@ -90,6 +91,28 @@ EVENT_LEVELS: Final[Mapping[str, int]] = MappingProxyType(
 
 NO_EXTRA: Final[Mapping[str, Any]] = MappingProxyType({})
 """An immutable empty ``extra``; events built with it skip the defensive copy."""
+
+
+STANDARD_PAYLOAD_FIELDS: Final = frozenset(
+    {
+        "ts",
+        "event",
+        "node_name",
+        "node_id",
+        "trace_id",
+        "latency_ms",
+        "q_depth_in",
+        "q_depth_out",
+        "q_depth_total",
+        "outgoing",
+        "queue_maxsize",
+        "attempt",
+        "trace_inflight",
+        "trace_cancelled",
+        "trace_pending",
+    }
+)
+"""The keys ``FlowEvent.to_payload`` fills from its own fields; the others come from ``extra``."""
 
 
 @dataclass(frozen=True, slots=True)

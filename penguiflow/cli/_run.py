@@ -37,7 +37,15 @@ if TYPE_CHECKING:
     from ..registry import ModelRegistry
     from ..stores._base import StoreBase
 
-__all__ = ["DEFAULT_CONCURRENCY", "Runner", "plural", "run", "start_flow", "with_store"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "Runner",
+    "feed_options",
+    "plural",
+    "run",
+    "start_flow",
+    "with_store",
+]
 
 DEFAULT_CONCURRENCY: Final = 16
 """Traces in flight at once, by default."""
@@ -210,29 +218,43 @@ def start_flow(flow: PenguiFlow, registry: ModelRegistry | None, target: str) ->
         raise CommandError(f"{target}: cannot run the flow: {exc}") from None
 
 
+def feed_options(input_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-i``, ``--to``, ``--concurrency`` and ``--tenant``: how a command feeds a flow lines."""
+
+    def add(command: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option(
+                "--input-file",
+                "-i",
+                type=click.File("r", encoding="utf-8", errors="replace"),
+                help=input_help,
+            ),
+            click.option("--to", metavar="NODE", help="Send the input to this entry node only."),
+            click.option(
+                "--concurrency",
+                type=click.IntRange(min=1),
+                default=DEFAULT_CONCURRENCY,
+                show_default=True,
+                help="Traces in flight at once.",
+            ),
+            click.option(
+                "--tenant",
+                default="default",
+                show_default=True,
+                help="The tenant of the Messages built from plain JSON payloads.",
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return add
+
+
 @click.command(short_help="Feed a flow JSON lines; print what it delivers.")
 @click.argument("target", metavar="MODULE:ATTR")
-@click.option(
-    "--input-file",
-    "-i",
-    type=click.File("r", encoding="utf-8", errors="replace"),
-    help="JSON lines to feed the flow (default: stdin).",
-)
 @click.option("--store", "store_url", metavar="URL", help="Journal the flow to this store.")
-@click.option("--to", metavar="NODE", help="Send the input to this entry node only.")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=DEFAULT_CONCURRENCY,
-    show_default=True,
-    help="Traces in flight at once.",
-)
-@click.option(
-    "--tenant",
-    default="default",
-    show_default=True,
-    help="The tenant of the Messages built from plain JSON payloads.",
-)
+@feed_options("JSON lines to feed the flow (default: stdin).")
 def run(
     target: str,
     input_file: TextIO | None,

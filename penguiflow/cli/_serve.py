@@ -32,7 +32,7 @@ from ._ends import TraceEnds
 from ._errors import CommandError
 from ._input import entry_for, read_lines
 from ._output import Failures, Reporter
-from ._run import DEFAULT_CONCURRENCY, Runner, plural, start_flow, with_store
+from ._run import DEFAULT_CONCURRENCY, Runner, feed_options, plural, start_flow, with_store
 from ._stores import open_store
 from ._target import load_function, load_target
 
@@ -80,20 +80,7 @@ __all__ = ["serve_command"]
     show_default=True,
     help="Cut longer values on the page.",
 )
-@click.option(
-    "--input-file",
-    "-i",
-    type=click.File("r", encoding="utf-8", errors="replace"),
-    help="JSON lines to feed the flow once the page is up, as with penguiflow run.",
-)
-@click.option("--to", metavar="NODE", help="With -i: send the input to this entry node only.")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=DEFAULT_CONCURRENCY,
-    show_default=True,
-    help="With -i: traces in flight at once.",
-)
+@feed_options("JSON lines to feed the flow once the page is up, as with penguiflow run.")
 def serve_command(
     target: str,
     host: str,
@@ -106,6 +93,7 @@ def serve_command(
     input_file: TextIO | None,
     to: str | None,
     concurrency: int,
+    tenant: str,
 ) -> None:
     """Run the flow MODULE:ATTR (a flow or a zero-argument factory) and serve its live page."""
     from ..web import TOKEN_ENV
@@ -125,7 +113,7 @@ def serve_command(
         loaded = loaded._replace(flow=with_store(loaded.flow, store, target))
     feed = None
     if input_file is not None:
-        feed = _Feed(input_file, entry_for(loaded.flow, loaded.registry, to=to, tenant="default"))
+        feed = _Feed(input_file, entry_for(loaded.flow, loaded.registry, to=to, tenant=tenant))
         feed.attach(loaded.flow, concurrency)
     page = {"host": host, "port": port, "token": token or None, "control": control, **shown}
     try:

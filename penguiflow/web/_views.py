@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, Protocol, final, runtime_checkable
 
+from .._events import STANDARD_PAYLOAD_FIELDS
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -35,26 +37,6 @@ TRACE_LIST_LIMIT: Final = 100
 TIMELINE_LIMIT: Final = 500
 """The most events one timeline returns (the latest ones)."""
 
-# The fields every stored event payload has (``FlowEvent.to_payload``); the rest is extra.
-_STANDARD_FIELDS: Final = frozenset(
-    {
-        "ts",
-        "event",
-        "node_name",
-        "node_id",
-        "trace_id",
-        "latency_ms",
-        "q_depth_in",
-        "q_depth_out",
-        "q_depth_total",
-        "outgoing",
-        "queue_maxsize",
-        "attempt",
-        "trace_inflight",
-        "trace_cancelled",
-        "trace_pending",
-    }
-)
 
 JSON = dict[str, Any]
 """A JSON object as the API sends it (values are JSON-ready)."""
@@ -299,7 +281,7 @@ class StoreTraces:
 
     def _entry(self, event: StoredEvent) -> JSON:
         payload = event.payload
-        extra = {key: value for key, value in payload.items() if key not in _STANDARD_FIELDS}
+        extra = {key: value for key, value in payload.items() if key not in STANDARD_PAYLOAD_FIELDS}
         latency = payload.get("latency_ms")
         attempt = payload.get("attempt")
         return _entry(

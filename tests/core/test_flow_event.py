@@ -227,3 +227,10 @@ def test_runtime_built_events_are_genuine_frozen_flow_events() -> None:
         built.extra["k"] = 3  # type: ignore[index]
     assert dataclasses.replace(built, attempt=5).attempt == 5
     assert new_event(**fields, extra=NO_EXTRA).extra == {}
+
+
+def test_standard_payload_fields_are_the_keys_to_payload_fills() -> None:
+    from penguiflow._events import STANDARD_PAYLOAD_FIELDS
+
+    payload = make_event().to_payload()
+    assert set(payload) == STANDARD_PAYLOAD_FIELDS

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .servers import REDIS_SERVER, SECRET, RedisServer
+from .servers import REDIS_SERVER, SECRET, RedisServer, WorkerPool
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
 
 def _required() -> bool:
@@ -53,3 +53,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 def secured_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """The same, with the password ``SECRET`` (``requirepass``)."""
     yield from _server(tmp_path, SECRET)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[WorkerPool]:
+    """Worker processes the test starts, reaped at its end."""
+    workers = WorkerPool()
+    try:
+        yield workers
+    finally:
+        await workers.close()

@@ -166,3 +166,28 @@ class Worker:
         if self.process is not None:
             self.kill()
             await self.process.wait()
+
+
+class WorkerPool:
+    """``penguiflow worker`` processes, reaped at the end whatever happens (the ``pool``
+    fixture)."""
+
+    def __init__(self) -> None:
+        self.workers: list[Worker] = []
+        self.readers: set[asyncio.Task[None]] = set()
+
+    async def start(self, target: str, url: str, *extra: str) -> Worker:
+        worker = Worker(target, url, *extra)
+        self.workers.append(worker)  # before it starts: reaped even if the start fails
+        await worker.start()
+        self.readers.add(asyncio.create_task(worker.drain_output()))
+        return worker
+
+    def alive(self) -> list[Worker]:
+        return [w for w in self.workers if w.process is not None and w.process.returncode is None]
+
+    async def close(self) -> None:
+        for worker in self.workers:
+            await worker.reap()
+        if self.readers:
+            await asyncio.wait(self.readers)

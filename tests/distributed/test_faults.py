@@ -21,50 +21,15 @@ from penguiflow.distributed import RedisBackend, RemoteFlow
 
 from .flows import Item, chain, marked
 from .helpers import msg, until
-from .servers import Worker, child_env, worker_command
+from .servers import WorkerPool, child_env, worker_command
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from .servers import RedisServer
 
 CHAIN = "tests.distributed.flows:chain"
 MARKED = "tests.distributed.flows:marked"
-
-
-class Pool:
-    """Worker processes, reaped at the end whatever happens."""
-
-    def __init__(self) -> None:
-        self.workers: list[Worker] = []
-        self.readers: set[asyncio.Task[None]] = set()
-
-    async def start(self, target: str, url: str, *extra: str) -> Worker:
-        worker = Worker(target, url, *extra)
-        self.workers.append(worker)  # before it starts: reaped even if the start is cancelled
-        await worker.start()
-        reader = asyncio.create_task(worker.drain_output())
-        self.readers.add(reader)
-        return worker
-
-    def alive(self) -> list[Worker]:
-        return [w for w in self.workers if w.process is not None and w.process.returncode is None]
-
-    async def close(self) -> None:
-        for worker in self.workers:
-            await worker.reap()
-        if self.readers:
-            await asyncio.wait(self.readers)
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[Pool]:
-    workers = Pool()
-    try:
-        yield workers
-    finally:
-        await workers.close()
 
 
 async def _emit_items(remote: RemoteFlow, count: int, *, sleep_s: float = 0.0) -> None:
@@ -87,7 +52,7 @@ async def _no_more_results(remote: RemoteFlow) -> list[Any]:
 
 @pytest.mark.timeout(60)
 async def test_two_worker_processes_serve_one_flow_for_a_third(
-    redis_server: RedisServer, pool: Pool
+    redis_server: RedisServer, pool: WorkerPool
 ) -> None:
     await pool.start(CHAIN, redis_server.url, "--nodes", "first")
     await pool.start(CHAIN, redis_server.url, "--nodes", "second")
@@ -105,7 +70,7 @@ async def test_two_worker_processes_serve_one_flow_for_a_third(
 
 @pytest.mark.timeout(180)
 async def test_killing_workers_mid_run_loses_and_duplicates_nothing(
-    redis_server: RedisServer, pool: Pool
+    redis_server: RedisServer, pool: WorkerPool
 ) -> None:
     """Twelve times, a worker is killed with SIGKILL while it holds calls in flight and a fresh
     one starts; every trace still ends exactly once."""
@@ -136,7 +101,7 @@ async def test_killing_workers_mid_run_loses_and_duplicates_nothing(
 
 @pytest.mark.timeout(60)
 async def test_a_message_that_crashes_its_worker_is_dead_lettered(
-    redis_server: RedisServer, pool: Pool
+    redis_server: RedisServer, pool: WorkerPool
 ) -> None:
     """The poison message kills whichever worker runs it; dead workers are restarted. After
     max_deliveries it is dead-lettered, and every other trace finishes.
@@ -198,7 +163,7 @@ async def _run_cli(*args: str) -> str:
 
 @pytest.mark.timeout(60)
 async def test_cancel_reaches_a_call_in_another_process_within_100ms(
-    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, pool: WorkerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -229,7 +194,7 @@ async def _marked(marks: Path, prefix: str) -> bool:
 
 @pytest.mark.timeout(60)
 async def test_a_cancel_published_while_the_cancel_channel_is_down_still_reaches_the_call(
-    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, pool: WorkerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One transaction kills the worker's pub/sub connection, sets the trace's cancel marker
     and publishes the cancel, so that the message reaches nobody (PUBLISH answers 0). redis-py
@@ -270,7 +235,7 @@ async def _subscribed(client: Any, channel: str) -> bool:
 
 @pytest.mark.timeout(60)
 async def test_a_taken_over_entry_of_a_cancelled_trace_is_dropped_without_a_call(
-    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, pool: WorkerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker running a call is killed; the trace is cancelled while no worker runs; a
     worker started afterwards takes the entry over and drops it instead of calling the node
@@ -305,7 +270,7 @@ async def _stream_empty(client: Any, stream: str) -> bool:
 
 @pytest.mark.timeout(60)
 async def test_an_entry_whose_admission_fails_on_a_redis_error_is_taken_over_and_runs(
-    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, pool: WorkerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker reaches Redis through a proxy that resets every connection sending
     ``EXISTS``: the cancel check of an entry just read fails, after redis-py's own retries,
@@ -347,7 +312,7 @@ async def _read_after_failed_check(sent: list[bytes]) -> bool:
 
 @pytest.mark.timeout(60)
 async def test_a_call_longer_than_min_idle_is_not_taken_over(
-    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, pool: WorkerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -366,7 +331,9 @@ async def test_a_call_longer_than_min_idle_is_not_taken_over(
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("how", ["shutdown", "kill"])
-async def test_redis_restarted_under_load(redis_server: RedisServer, pool: Pool, how: str) -> None:
+async def test_redis_restarted_under_load(
+    redis_server: RedisServer, pool: WorkerPool, how: str
+) -> None:
     """Redis stops mid-run and comes back on the same port and AOF. After SHUTDOWN nothing
     acknowledged is lost; after SIGKILL the flow carries on. Workers and the caller reconnect
     by themselves; no worker loops on NOGROUP."""
@@ -396,7 +363,7 @@ async def test_redis_restarted_under_load(redis_server: RedisServer, pool: Pool,
 
 @pytest.mark.timeout(60)
 async def test_sigterm_hands_back_what_does_not_finish_in_the_grace_period(
-    redis_server: RedisServer, pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, pool: WorkerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Worker A gets SIGTERM during a 2 s call with a 0.2 s grace: it cancels the call, hands
     the entry back and exits 0; worker B takes it over at its next janitor round (1 s), long

@@ -20,11 +20,9 @@ from penguiflow.observe import serve_worker_metrics
 
 from .flows import Item, chain
 from .helpers import msg, until
-from .servers import SECRET, free_port
-from .servers import Worker as WorkerProcess
+from .servers import SECRET, WorkerPool, free_port
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
 
     from penguiflow.distributed import WorkerHealth
 
@@ -146,36 +144,6 @@ async def test_worker_health_follows_a_redis_outage(secured_redis_server: RedisS
         assert SECRET not in shown
 
 
-class Processes:
-    """Worker processes (``penguiflow worker``), killed and reaped at the end."""
-
-    def __init__(self) -> None:
-        self.workers: list[WorkerProcess] = []
-        self.readers: set[asyncio.Task[None]] = set()
-
-    async def start(self, url: str, *extra: str) -> WorkerProcess:
-        worker = WorkerProcess(CHAIN, url, *extra)
-        self.workers.append(worker)  # before it starts: reaped even if the start fails
-        await worker.start()
-        self.readers.add(asyncio.create_task(worker.drain_output()))
-        return worker
-
-    async def close(self) -> None:
-        for worker in self.workers:
-            await worker.reap()
-        if self.readers:
-            await asyncio.wait(self.readers)
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[Processes]:
-    pool = Processes()
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
 async def _pending(backend: RedisBackend, flow: Any, wanted: int) -> bool:
     return (await backend.overview(flow)).stream(None, "first").pending == wanted
 
@@ -186,17 +154,26 @@ async def _dead(backend: RedisBackend, name: str) -> bool:
 
 @pytest.mark.timeout(60)
 async def test_overview_of_two_worker_processes_and_one_killed(
-    redis_server: RedisServer, processes: Processes
+    redis_server: RedisServer, pool: WorkerPool
 ) -> None:
     """Worker A serves ``first`` one call at a time, each 30 s long: of six messages it holds
     two (one running, one read ahead), four wait in the stream. Worker B serves ``second``,
     which gets nothing yet. Killed with SIGKILL, A turns not alive once its heartbeat expires
     (``min_idle_s`` = 1 s), and its two entries stay pending, for a take-over."""
     url = redis_server.url
-    first = await processes.start(
-        url, "--nodes", "first", "--concurrency", "1", "--min-idle", "1", "--consumer", "obs-a"
+    first = await pool.start(
+        CHAIN,
+        url,
+        "--nodes",
+        "first",
+        "--concurrency",
+        "1",
+        "--min-idle",
+        "1",
+        "--consumer",
+        "obs-a",
     )
-    await processes.start(url, "--nodes", "second", "--min-idle", "1", "--consumer", "obs-b")
+    await pool.start(CHAIN, url, "--nodes", "second", "--min-idle", "1", "--consumer", "obs-b")
     flow, registry = chain()
     backend = RedisBackend(url, min_idle_s=1.0)
     client = await backend.connect()
@@ -253,13 +230,13 @@ async def _acked(port: int, wanted: int) -> bool:
 
 @pytest.mark.timeout(60)
 async def test_a_worker_process_serves_its_metrics_and_health(
-    secured_redis_server: RedisServer, processes: Processes
+    secured_redis_server: RedisServer, pool: WorkerPool
 ) -> None:
     """``penguiflow worker --metrics-port``: after five messages through both nodes, its
     counters say five, its gauges say idle and connected, and no sample shows the password."""
     port = free_port()
     url = secured_redis_server.url
-    worker = await processes.start(url, "--metrics-port", str(port), "--consumer", "obs-m")
+    worker = await pool.start(CHAIN, url, "--metrics-port", str(port), "--consumer", "obs-m")
     flow, registry = chain()
     backend = RedisBackend(url)
     async with RemoteFlow(flow, backend, registry=registry) as remote:

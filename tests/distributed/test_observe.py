@@ -23,7 +23,6 @@ from .helpers import msg, until
 from .servers import SECRET, WorkerPool, free_port
 
 if TYPE_CHECKING:
-
     from penguiflow.distributed import WorkerHealth
 
     from .servers import RedisServer
